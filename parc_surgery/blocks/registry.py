@@ -1,0 +1,91 @@
+"""The replacement registry: a name in a rule file -> a builder of the new module.
+
+A builder receives the original module and a ReplacementContext and returns the new
+module with every kept weight copied from the original. It never modifies the original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+__all__ = [
+    "Replacement",
+    "ReplacementContext",
+    "get_replacement",
+    "register_replacement",
+    "replacement_names",
+]
+
+
+@dataclass
+class ReplacementContext:
+    """What a builder knows about the place it builds for."""
+
+    path: str  # qualified name of the module being replaced
+    feature_size: tuple[int, int]  # (H, W) at the plan's input size: the global kernel lengths
+    stage: int
+    index: int  # position inside its container
+    first_in_container: bool  # True for the first *selected* block of its container
+    impl: str = "auto"  # auto | spatial | fft | circulant
+    pe: bool = True  # already resolved from true | false | first_in_container
+    init: str = "paper"  # paper | from_local
+    options: dict[str, Any] = field(default_factory=dict)  # any further rule options
+
+
+Builder = Callable[[nn.Module, ReplacementContext], nn.Module]
+
+
+@dataclass(frozen=True)
+class Replacement:
+    name: str
+    builder: Builder
+    accepts: tuple[str, ...]  # class names of modules it can replace ("*" = any)
+    level: str  # "block" (replaces a whole block) or "op" (replaces a conv)
+    description: str
+
+    def can_replace(self, module: nn.Module) -> bool:
+        return "*" in self.accepts or type(module).__name__ in self.accepts
+
+
+_REGISTRY: dict[str, Replacement] = {}
+
+
+def register_replacement(
+    name: str, *, accepts: tuple[str, ...], level: str = "block", description: str = ""
+) -> Callable[[Builder], Builder]:
+    """Decorator: register `builder` under `name`."""
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"replacement {name!r} is already registered")
+        doc = description or (builder.__doc__ or "").strip().splitlines()[0:1]
+        desc = doc if isinstance(doc, str) else (doc[0] if doc else "")
+        _REGISTRY[name] = Replacement(name, builder, accepts, level, desc)
+        return builder
+
+    return decorate
+
+
+def get_replacement(name: str) -> Replacement:
+    """The registered replacement `name`; KeyError lists the registered names."""
+    _load_builtin_blocks()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown replacement {name!r}; registered: {', '.join(replacement_names())}"
+        ) from None
+
+
+def replacement_names() -> list[str]:
+    _load_builtin_blocks()
+    return sorted(_REGISTRY)
+
+
+def _load_builtin_blocks() -> None:
+    # Importing the package registers the built-in replacements (one file per family).
+    import parc_surgery.blocks  # noqa: F401

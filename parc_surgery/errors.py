@@ -1,0 +1,118 @@
+"""Errors a user can cause, each with the exit code the CLI returns for it.
+
+A ParcSurgeryError's message is one paragraph: what was wrong, where, and what to do.
+The CLI prints it without a traceback. Anything that is not a ParcSurgeryError is a
+bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "EXIT_CODES",
+    "BatchError",
+    "CheckpointError",
+    "ExportError",
+    "NothingMatchedError",
+    "OutputError",
+    "ParcSurgeryError",
+    "RulesError",
+    "TraceError",
+    "UsageError",
+    "VerificationError",
+    "WeightsError",
+]
+
+
+class ParcSurgeryError(Exception):
+    """Base of every error a user can cause."""
+
+    exit_code = 1
+
+    def __init__(self, what: str, *, where: str | None = None, hint: str | None = None):
+        self.what = what.rstrip(".")
+        self.where = where
+        self.hint = hint
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        parts = [self.what + "."]
+        if self.where:
+            parts.insert(0, f"{self.where}:")
+        if self.hint:
+            parts.append(self.hint.rstrip(".") + ".")
+        return " ".join(parts)
+
+
+class UsageError(ParcSurgeryError):
+    """A bad argument: unknown model, stage the model lacks, bad input size."""
+
+    exit_code = 2
+
+
+class RulesError(UsageError):
+    """A rules file that is missing, does not parse, or does not validate."""
+
+    exit_code = 2
+
+
+class NothingMatchedError(ParcSurgeryError):
+    """A rule matched nothing and --strict was given."""
+
+    exit_code = 3
+
+
+class TraceError(ParcSurgeryError):
+    """The model could not be traced or shape-propagated."""
+
+    exit_code = 4
+
+
+class VerificationError(ParcSurgeryError):
+    """The converted model's shapes differ from the original's."""
+
+    exit_code = 5
+
+
+class CheckpointError(ParcSurgeryError):
+    """A checkpoint that is corrupt, truncated, foreign, or does not match its recipe."""
+
+    exit_code = 6
+
+
+class WeightsError(CheckpointError):
+    """Source weights (--weights / --pretrained) that cannot be loaded."""
+
+    exit_code = 6
+
+
+class OutputError(ParcSurgeryError):
+    """An output path that exists (without --force) or cannot be written."""
+
+    exit_code = 7
+
+
+class BatchError(ParcSurgeryError):
+    """One or more jobs of a batch failed."""
+
+    exit_code = 8
+
+
+class ExportError(ParcSurgeryError):
+    """ONNX export failed or its onnxruntime check disagreed with PyTorch."""
+
+    exit_code = 9
+
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    1: "internal error (a bug: please report it with the traceback)",
+    2: "usage or rules error (bad argument, unknown model, bad YAML, unknown stage)",
+    3: "a rule matched nothing and --strict was given",
+    4: "the model could not be traced or shape-propagated",
+    5: "verification failed: converted shapes differ from the original's",
+    6: "checkpoint or weights file is corrupt, truncated, foreign or mismatched",
+    7: "output path exists (use --force) or cannot be written",
+    8: "one or more batch jobs failed",
+    9: "ONNX export failed or did not match PyTorch",
+}

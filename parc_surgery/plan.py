@@ -1,0 +1,94 @@
+"""The Plan: what a conversion will change, as plain data with a JSON round trip.
+
+The dry run prints a Plan, apply executes it, and a checkpoint stores it as the recipe
+that reproduces the converted architecture. Computing a Plan never modifies the model.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+__all__ = ["PLAN_FORMAT_VERSION", "Plan", "Swap"]
+
+PLAN_FORMAT_VERSION = 1
+
+
+@dataclass
+class Swap:
+    """One module replaced by one replacement block."""
+
+    path: str  # qualified module name, e.g. "layer3.3"
+    module_type: str  # class name of the original module
+    stage: int
+    container: str  # qualified name of the parent Sequential / ModuleList
+    index: int  # 0-based position in the container
+    container_len: int
+    feature_size: tuple[int, int]  # (H, W) the module's output has at the input size
+    replacement: str  # registered replacement name, e.g. "parc_bottleneck"
+    options: dict[str, Any]  # resolved options: impl, pe (bool), init, kernel_size...
+    rule: str  # the rule that matched, as "file:line" plus its name if any
+    old_module: str = ""  # one-line description of the original module
+    new_module: str = ""  # one-line description of the replacement
+    params_before: int = 0
+    params_after: int = 0
+    macs_before: int = 0
+    macs_after: int = 0
+    impl_auto: str = ""  # backend `auto` chooses at the plan's input size
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Swap:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["feature_size"] = tuple(kwargs["feature_size"])
+        return cls(**kwargs)
+
+
+@dataclass
+class Plan:
+    """Every swap of a conversion plus what produced it."""
+
+    model: str  # timm model name
+    model_args: dict[str, Any]
+    input_size: tuple[int, int]  # (H, W)
+    stages: list[int]
+    rules_source: str  # path of the rules file, or "shipped:<name>"
+    rules: dict[str, Any]  # the resolved rules (validated, as plain data)
+    swaps: list[Swap] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    params_total_before: int = 0
+    macs_total_before: int = 0
+    format_version: int = PLAN_FORMAT_VERSION
+
+    @property
+    def params_total_after(self) -> int:
+        return self.params_total_before + sum(s.params_after - s.params_before for s in self.swaps)
+
+    @property
+    def macs_total_after(self) -> int:
+        return self.macs_total_before + sum(s.macs_after - s.macs_before for s in self.swaps)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["input_size"] = list(self.input_size)
+        for swap in data["swaps"]:
+            swap["feature_size"] = list(swap["feature_size"])
+        data["params_total_after"] = self.params_total_after
+        data["macs_total_after"] = self.macs_total_after
+        return data
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        known = {f.name for f in fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        kwargs["input_size"] = tuple(kwargs["input_size"])
+        kwargs["swaps"] = [Swap.from_dict(s) for s in kwargs.get("swaps", [])]
+        return cls(**kwargs)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        return cls.from_dict(json.loads(text))
