@@ -12,9 +12,13 @@ from typing import Any
 
 from torch import nn
 
+from parc_surgery.errors import RulesError
+
 __all__ = [
     "Replacement",
     "ReplacementContext",
+    "ReplacementError",
+    "build_replacement",
     "get_replacement",
     "register_replacement",
     "replacement_names",
@@ -34,6 +38,14 @@ class ReplacementContext:
     pe: bool = True  # already resolved from true | false | first_in_container
     init: str = "paper"  # paper | from_local
     options: dict[str, Any] = field(default_factory=dict)  # any further rule options
+
+
+class ReplacementError(RulesError, ValueError):
+    """A rule selected a module its replacement cannot convert (stride 2, wrong type...).
+
+    A RulesError because the fix is in the rules (select other blocks); also a ValueError
+    so code that builds replacements directly can catch it without knowing our errors.
+    """
 
 
 Builder = Callable[[nn.Module, ReplacementContext], nn.Module]
@@ -79,6 +91,18 @@ def get_replacement(name: str) -> Replacement:
         raise KeyError(
             f"unknown replacement {name!r}; registered: {', '.join(replacement_names())}"
         ) from None
+
+
+def build_replacement(name: str, module: nn.Module, ctx: ReplacementContext) -> nn.Module:
+    """Build replacement `name` for `module`, refusing module types it does not accept."""
+    replacement = get_replacement(name)
+    if not replacement.can_replace(module):
+        raise ReplacementError(
+            f"replacement {name!r} cannot replace a {type(module).__name__}",
+            where=ctx.path,
+            hint=f"it accepts {', '.join(replacement.accepts)}",
+        )
+    return replacement.builder(module, ctx)
 
 
 def replacement_names() -> list[str]:

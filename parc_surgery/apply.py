@@ -1,0 +1,78 @@
+"""Execute a Plan on a model in place, and verify the result against the original.
+
+apply_plan reads a Plan and writes the model's submodules at the swap paths; verify
+re-traces the converted model and compares shapes with the original's ModelGraph.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from parc_surgery.errors import TraceError, VerificationError
+from parc_surgery.plan import Plan
+from parc_surgery.planning import build_replacement
+
+__all__ = ["PARC_LEAF_CLASSES", "apply_plan", "verify"]
+
+# Modules parc-surgery installs: traced as leaves, since their forward branches on the
+# runtime feature size (kernel resampling) which symbolic tracing cannot follow.
+PARC_LEAF_CLASSES = ("ParC", "ParCPair", "ParCMobileVitBlock")
+
+
+def apply_plan(model: nn.Module, plan: Plan, *, seed: int | None = 0) -> nn.Module:
+    """Swap every planned module in place; returns the same model object.
+
+    With a seed, new parameters are initialised from a generator seeded per swap, so the
+    same command gives the same checkpoint; the global RNG state is left as it was.
+    """
+    for number, swap in enumerate(plan.swaps):
+        parent_path, _, child_name = swap.path.rpartition(".")
+        parent = model.get_submodule(parent_path) if parent_path else model
+        original = parent.get_submodule(child_name)
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed + number)
+            new = build_replacement(original, swap)
+        new.train(original.training)
+        setattr(parent, child_name, new)
+    return model
+
+
+def verify(model: nn.Module, plan: Plan, original_graph: Any, *, leaf_classes=()) -> dict:
+    """Re-trace the converted model; every swapped block and the model keep their shapes.
+
+    Returns figures for the report: blocks checked and the output shape.
+    """
+    from parc_surgery.graph import analyze
+
+    try:
+        graph = analyze(
+            model,
+            input_size=tuple(plan.input_size),
+            leaf_classes=tuple(leaf_classes) + PARC_LEAF_CLASSES,
+        )
+    except TraceError as err:
+        raise VerificationError(
+            f"the converted model could not be traced again: {err.what}",
+            hint="this is a parc-surgery bug if the original model traced; please report it",
+        ) from None
+    for swap in plan.swaps:
+        before = original_graph.modules[swap.path].out_shape
+        after = graph.modules[swap.path].out_shape
+        if tuple(before) != tuple(after):
+            raise VerificationError(
+                f"block {swap.path} ({swap.replacement}) outputs {tuple(after)} "
+                f"where the original output {tuple(before)}",
+                hint="check the rule's options (kernel_size) for this block",
+            )
+    model_before = original_graph.output_shape
+    model_after = graph.output_shape
+    if tuple(model_before) != tuple(model_after):
+        raise VerificationError(
+            f"the converted model outputs {tuple(model_after)} where the original "
+            f"output {tuple(model_before)}"
+        )
+    return {"blocks_checked": len(plan.swaps), "output_shape": list(model_after)}

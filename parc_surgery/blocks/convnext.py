@@ -1,0 +1,31 @@
+"""ParC ConvNeXt block: the 7x7 depthwise conv_dw becomes a depthwise ParC pair with bias.
+
+norm, mlp, gamma (layer scale), shortcut and drop_path are kept; the block stays a timm
+`ConvNeXtBlock`, so its forward (either MLP layout) is unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from .local_conv import check_local_conv, depthwise_pair_for_conv, require_type
+from .registry import ReplacementContext, register_replacement
+
+__all__ = ["build_parc_convnext"]
+
+_ACCEPTS = ("ConvNeXtBlock",)
+
+
+@register_replacement("parc_convnext", accepts=_ACCEPTS, level="block")
+def build_parc_convnext(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
+    """ConvNeXt block with conv_dw -> depthwise ParC pair (bias iff conv_dw had one)."""
+    require_type(module, ctx, _ACCEPTS, "parc_convnext")
+    # conv_dw carries the block's stride (and a channel change with a Downsample
+    # shortcut): check_local_conv refuses stride != 1, the depthwise check the rest.
+    conv = check_local_conv(module.conv_dw, ctx, "conv_dw")
+    pair = depthwise_pair_for_conv(conv, ctx, "conv_dw")
+    new = copy.deepcopy(module)
+    new.conv_dw = pair
+    return new.train(module.training)

@@ -1,0 +1,154 @@
+"""Replacing one local conv by a ParC pair: the checks and the pair, shared by all families.
+
+Every family swaps a spatial conv for a ParC pair the same way; only which conv and which
+groups differ. Everything a user can get wrong (stride 2, a conv type we cannot read, a
+kernel with no centre) becomes a ReplacementError that names the module path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from .init import check_init, init_pair_from_local
+from .registry import ReplacementContext, ReplacementError
+
+__all__ = [
+    "LOCAL_CONV_TYPES",
+    "check_local_conv",
+    "dense_pair_for_conv",
+    "depthwise_pair_for_conv",
+    "global_kernel_size",
+    "parc_pair_for_conv",
+    "refuse_stride",
+    "require_type",
+]
+
+# Conv types whose weight means what nn.Conv2d's does at stride 1 with an odd kernel:
+# timm's Conv2dSame pads 'same' dynamically, which is symmetric in that case.
+LOCAL_CONV_TYPES = ("Conv2d", "Conv2dSame")
+
+
+def global_kernel_size(ctx: ReplacementContext) -> tuple[int, int]:
+    """(kH, kW): ctx.options["kernel_size"] if given, else the feature size at the block."""
+    size = ctx.options.get("kernel_size")
+    if size is None:
+        size = ctx.feature_size
+    if isinstance(size, int):
+        size = (size, size)
+    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+        raise ReplacementError(
+            f"global kernel size must be a positive int or (kH, kW), got {size!r}", where=ctx.path
+        )
+    return int(size[0]), int(size[1])
+
+
+def require_type(module: nn.Module, ctx: ReplacementContext, accepts: Sequence[str], name: str):
+    """Refuse a module whose class is not one `name` knows how to convert."""
+    if type(module).__name__ not in accepts:
+        raise ReplacementError(
+            f"{name} cannot replace a {type(module).__name__}",
+            where=ctx.path,
+            hint=f"it accepts {', '.join(accepts)}; select other modules in the rules",
+        )
+
+
+def refuse_stride(ctx: ReplacementContext, what: str) -> None:
+    raise ReplacementError(
+        f"{what}: ParC is stride 1, so a downsampling block is never converted",
+        where=ctx.path,
+        hint="select only the stride-1 blocks (e.g. skip index 0 of a stage)",
+    )
+
+
+def check_local_conv(conv: nn.Module, ctx: ReplacementContext, attr: str) -> nn.Conv2d:
+    """`conv` if it is a stride-1, centred, odd-kernel conv a ParC pair can replace."""
+    kind = type(conv).__name__
+    if not isinstance(conv, nn.Conv2d) or kind not in LOCAL_CONV_TYPES:
+        raise ReplacementError(
+            f"{attr} is a {kind}, not a plain Conv2d, so it has no single local kernel to "
+            "replace",
+            where=ctx.path,
+            hint="ParC replaces nn.Conv2d / Conv2dSame only (not CondConv or mixed convs)",
+        )
+    if tuple(conv.stride) != (1, 1):
+        refuse_stride(ctx, f"{attr} has stride {tuple(conv.stride)}")
+    kh, kw = conv.kernel_size
+    if kh % 2 == 0 or kw % 2 == 0:
+        raise ReplacementError(
+            f"{attr} has an even kernel {conv.kernel_size}: it has no centre tap to align with",
+            where=ctx.path,
+        )
+    if kind == "Conv2d":
+        # A 'same' conv pads dilation * (k - 1) / 2; anything else shifts or shrinks the map.
+        centred = tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))
+        if tuple(conv.padding) != centred:
+            raise ReplacementError(
+                f"{attr} has padding {conv.padding}, not the 'same' padding {centred}",
+                where=ctx.path,
+            )
+    return conv
+
+
+def parc_pair_for_conv(
+    conv: nn.Conv2d,
+    ctx: ReplacementContext,
+    *,
+    groups_per_half: int | None,
+    bias: bool | None = None,
+) -> nn.Module:
+    """A ParC pair with the conv's channels, on its device and dtype, initialised per ctx.
+
+    groups_per_half None = depthwise, 1 = dense, g = g groups in each half.
+    bias None = a bias iff the conv has one.
+    """
+    from parc_surgery.ops import ParCPair  # late: the registry imports without ops built
+
+    init = check_init(ctx)
+    pair = ParCPair(
+        conv.out_channels,
+        global_kernel_size(ctx),
+        groups_per_half=groups_per_half,
+        use_pe=ctx.pe,
+        bias=conv.bias is not None if bias is None else bias,
+        impl=ctx.impl,
+    )
+    pair.to(device=conv.weight.device, dtype=conv.weight.dtype)
+    if init == "from_local":
+        init_pair_from_local(pair, conv)
+    return pair
+
+
+def dense_pair_for_conv(conv: nn.Conv2d, ctx: ReplacementContext, attr: str) -> nn.Module:
+    """A dense ParC pair with bias for a C -> C conv (its groups, if any, split in two)."""
+    if conv.in_channels != conv.out_channels:
+        raise ReplacementError(
+            f"{attr} maps {conv.in_channels} -> {conv.out_channels} channels; a ParC pair "
+            "keeps the channel count",
+            where=ctx.path,
+        )
+    groups = conv.groups
+    if groups != 1 and groups % 2:
+        raise ReplacementError(
+            f"{attr} has {groups} groups; a grouped ParC pair needs an even number to split "
+            "them between its halves",
+            where=ctx.path,
+        )
+    # Official ParC convs have a bias even where a BN follows.
+    return parc_pair_for_conv(
+        conv, ctx, groups_per_half=1 if groups == 1 else groups // 2, bias=True
+    )
+
+
+def depthwise_pair_for_conv(conv: nn.Conv2d, ctx: ReplacementContext, attr: str) -> nn.Module:
+    """A depthwise ParC pair (bias iff the conv has one) for a depthwise conv."""
+    c = conv.in_channels
+    if not (conv.groups == c == conv.out_channels):
+        raise ReplacementError(
+            f"{attr} is not depthwise ({conv.in_channels} -> {conv.out_channels} channels, "
+            f"groups={conv.groups})",
+            where=ctx.path,
+            hint="a depthwise ParC pair replaces convs with groups == in == out channels",
+        )
+    return parc_pair_for_conv(conv, ctx, groups_per_half=None)

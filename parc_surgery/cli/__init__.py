@@ -1,0 +1,50 @@
+"""Command-line entry points: `parc-convert` and `parc-surgery`.
+
+Argument parsing and exit codes only; the work lives in the library modules.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from parc_surgery.cli.common import EXIT_CODE_HELP
+from parc_surgery.cli.convert import convert_command
+
+__all__ = ["app", "convert_app", "convert_main", "main"]
+
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+convert_app = typer.Typer(
+    add_completion=False,
+    context_settings=_CONTEXT,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    epilog=EXIT_CODE_HELP,
+)
+convert_app.command(name="parc-convert", epilog=EXIT_CODE_HELP)(convert_command)
+
+app = typer.Typer(
+    name="parc-surgery",
+    help="Model surgery for timm vision models: swap local spatial mixing for ParC.",
+    add_completion=False,
+    no_args_is_help=True,
+    context_settings=_CONTEXT,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    epilog=EXIT_CODE_HELP,
+)
+app.command(name="convert", epilog=EXIT_CODE_HELP)(convert_command)
+
+
+def _register_subcommands() -> None:
+    from parc_surgery.cli import inspect as _inspect  # noqa: F401  (registers on `app`)
+
+
+def main() -> None:
+    """Entry point of `parc-surgery`."""
+    app()
+
+
+def convert_main() -> None:
+    """Entry point of `parc-convert` (the same command as `parc-surgery convert`)."""
+    convert_app()

@@ -1,0 +1,163 @@
+"""What every command shares: consoles, error handling, option parsing."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+
+from parc_surgery.errors import EXIT_CODES, ParcSurgeryError, UsageError
+
+__all__ = [
+    "EXIT_CODE_HELP",
+    "Output",
+    "handle_errors",
+    "parse_model_args",
+    "parse_size",
+    "parse_stages",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# "\b" keeps click from re-wrapping the lines of the paragraph that follows it.
+EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
+    f"  {code}  {text}" for code, text in EXIT_CODES.items()
+)
+
+
+class Output:
+    """stdout for the requested result (table, diff, json); stderr for everything else.
+
+    Colour and progress only on a terminal; NO_COLOR is honoured (by rich); --quiet
+    keeps only errors and explicitly requested JSON.
+    """
+
+    def __init__(self, *, quiet: bool = False, fmt: str = "table"):
+        self.quiet = quiet
+        self.fmt = fmt
+        no_color = bool(os.environ.get("NO_COLOR"))
+        self.out = Console(file=sys.stdout, no_color=no_color, soft_wrap=False)
+        self.err = Console(file=sys.stderr, no_color=no_color, stderr=True)
+        if not self.out.is_terminal:
+            self.out = Console(file=sys.stdout, no_color=True, width=200, color_system=None)
+        if not self.err.is_terminal:
+            self.err = Console(file=sys.stderr, no_color=True, width=200, color_system=None)
+
+    @property
+    def interactive(self) -> bool:
+        return self.err.is_terminal and not self.quiet
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(message, highlight=False, soft_wrap=True)
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"warning: {message}", style="yellow", highlight=False, soft_wrap=True)
+
+    def json(self, text: str) -> None:
+        sys.stdout.write(text.rstrip("\n") + "\n")
+        sys.stdout.flush()
+
+    def steps(self, total_label: str):
+        """A step callback: a live status line on a terminal, nothing otherwise."""
+        if not self.interactive:
+            return _NullSteps()
+        return _LiveSteps(self.err, total_label)
+
+
+class _NullSteps:
+    def __enter__(self):
+        return lambda step: None
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _LiveSteps:
+    def __init__(self, console: Console, label: str):
+        self.console = console
+        self.label = label
+        self.status = None
+
+    def __enter__(self):
+        self.status = self.console.status(f"{self.label}: starting")
+        self.status.__enter__()
+        return self.update
+
+    def update(self, step: str) -> None:
+        self.status.update(f"{self.label}: {step}")
+
+    def __exit__(self, *exc):
+        self.status.__exit__(*exc)
+        return False
+
+
+def print_error(err: ParcSurgeryError) -> None:
+    no_color = bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
+    Console(file=sys.stderr, no_color=no_color, highlight=False, soft_wrap=True).print(
+        f"error: {err.message}", style=None if no_color else "red", markup=False
+    )
+
+
+def handle_errors(func: F) -> F:
+    """Turn ParcSurgeryError into its message and exit code, without a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ParcSurgeryError as err:
+            print_error(err)
+            raise typer.Exit(err.exit_code) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_stages(text: str | None) -> list[int] | None:
+    """'3,4' -> [3, 4]."""
+    if text is None or not text.strip():
+        return None
+    try:
+        stages = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise UsageError(
+            f"--stages {text!r} is not a comma-separated list of stage numbers",
+            hint="write e.g. --stages 3,4 (stage k has output stride 2^(k+1))",
+        ) from None
+    if not stages or any(s < 1 for s in stages):
+        raise UsageError(f"--stages {text!r}: stages are numbered from 1", hint="e.g. --stages 3,4")
+    return stages
+
+
+def parse_size(text: str | None) -> tuple[int, int] | None:
+    """'224' -> (224, 224); '224x288' -> (224, 288)."""
+    if text is None:
+        return None
+    from parc_surgery.graph import parse_input_size
+
+    return parse_input_size(text)
+
+
+def parse_model_args(items: list[str] | None) -> dict[str, Any]:
+    """['dims=[48,96]', 'drop_rate=0.1'] -> {'dims': [48, 96], 'drop_rate': 0.1}."""
+    args: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise UsageError(
+                f"--model-arg {item!r} is not KEY=VALUE",
+                hint="write e.g. --model-arg dims=[48,96,192,384] (VALUE is parsed as YAML)",
+            )
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UsageError(f"--model-arg {item!r}: VALUE is not valid YAML") from None
+        args[key.strip()] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return args

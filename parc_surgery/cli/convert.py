@@ -1,0 +1,167 @@
+"""`parc-convert MODEL` / `parc-surgery convert MODEL`: plan, apply, verify, save."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from parc_surgery.cli.common import (
+    EXIT_CODE_HELP,
+    Output,
+    handle_errors,
+    parse_model_args,
+    parse_size,
+    parse_stages,
+)
+from parc_surgery.errors import UsageError
+from parc_surgery.report import FORMATS, dumps, print_plan, result_dict, totals_line
+
+__all__ = ["convert_command"]
+
+ModelArg = Annotated[str, typer.Argument(help="timm model name, e.g. resnet50.", show_default=False)]
+StagesOpt = Annotated[
+    str | None,
+    typer.Option("--stages", help="Stages to convert, e.g. 3,4 (stage k = output stride 2^(k+1)). "
+                 "Default: the rules file's stages."),
+]
+RulesOpt = Annotated[
+    str | None,
+    typer.Option("--rules", help="Rules YAML file or shipped config name. Default: chosen from "
+                 "the model's family."),
+]
+InputSizeOpt = Annotated[
+    str | None,
+    typer.Option("--input-size", help="224 or 224x288 (HxW). Default: the model's pretrained_cfg."),
+]
+ModelArgsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--model-arg", help="KEY=VALUE passed to timm.create_model (VALUE is YAML); "
+                 "repeatable."),
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help=f"Output format: {' | '.join(FORMATS)}.")
+]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (and --format json).")]
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in FORMATS:
+        raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+
+
+@handle_errors
+def convert_command(
+    model: ModelArg,
+    stages: StagesOpt = None,
+    rules: RulesOpt = None,
+    input_size: InputSizeOpt = None,
+    model_arg: ModelArgsOpt = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show the planned swaps; change and write nothing.")
+    ] = False,
+    fmt: FormatOpt = "table",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Checkpoint path. Default: <model>-parc.safetensors."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --output.")] = False,
+    weights: Annotated[
+        Path | None,
+        typer.Option("--weights", help="Local state_dict (safetensors or torch) to load first."),
+    ] = None,
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained", help="Load timm's pretrained weights (needs network).")
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail (exit 3) when a rule matches nothing.")
+    ] = False,
+    verify: Annotated[
+        bool,
+        typer.Option("--verify", help="Also run original and converted on a seeded batch and "
+                     "report shapes, finiteness and cosine similarity."),
+    ] = False,
+    export_onnx: Annotated[
+        Path | None, typer.Option("--export-onnx", help="Also export the converted model to ONNX.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the new parameters.")] = 0,
+    quiet: QuietOpt = False,
+) -> None:
+    """Convert a timm model to ParC by rules; print the plan first.
+
+    With --dry-run, print the plan (table, diff or json) and change nothing.
+    """
+    from parc_surgery.convert import convert, plan_conversion
+
+    check_format(fmt)
+    ui = Output(quiet=quiet, fmt=fmt)
+    kwargs = dict(
+        stages=parse_stages(stages),
+        rules=rules,
+        input_size=parse_size(input_size),
+        model_args=parse_model_args(model_arg),
+        weights=str(weights) if weights else None,
+        pretrained=pretrained,
+        strict=strict,
+    )
+    if dry_run:
+        with ui.steps(f"planning {model}") as on_step:
+            planned = plan_conversion(model, on_step=on_step, **kwargs)
+        _report_plan(ui, planned)
+        if fmt == "json":
+            ui.json(planned.plan.to_json())
+        return
+
+    target = str(output) if output else f"{model.replace('/', '_')}-parc.safetensors"
+    with ui.steps(f"converting {model}") as on_step:
+        result = convert(
+            model,
+            output=target,
+            force=force,
+            seed=seed,
+            check_outputs=verify,
+            on_step=on_step,
+            on_plan=lambda planned: _report_plan(ui, planned),
+            **kwargs,
+        )
+        if export_onnx:
+            on_step("export")
+            from parc_surgery.analysis.export import export_onnx as run_export
+
+            result.verification["onnx"] = run_export(
+                result.model, export_onnx, input_size=result.plan.input_size, force=force
+            )
+    if fmt == "json":
+        ui.json(dumps(result_dict(result)))
+        return
+    ui.info(f"verified: {result.verification.get('blocks_checked', 0)} swapped blocks keep "
+            f"their output shapes; model output {result.verification.get('output_shape')}")
+    outputs = result.verification.get("outputs")
+    if outputs:
+        ui.info(f"outputs on a seeded batch: finite={outputs['finite']}, cosine similarity to "
+                f"the original {outputs['cosine_similarity']:.4f} (ParC changes the function "
+                "until fine-tuned)")
+    onnx = result.verification.get("onnx")
+    if onnx:
+        ui.info(f"exported ONNX to {onnx['path']}: max abs difference to PyTorch "
+                f"{onnx['max_abs_diff']:.2e}")
+    ui.info(f"wrote {result.output} (sha256 {result.output_sha256[:16]}...)")
+
+
+def _report_plan(ui: Output, planned) -> None:
+    """Human plan output: the table or diff on stdout, notes and warnings on stderr."""
+    plan = planned.plan
+    ui.info(f"rules: {plan.rules_source}; stages {','.join(map(str, plan.stages))}; "
+            f"input {plan.input_size[0]}x{plan.input_size[1]}")
+    for warning in plan.warnings:
+        ui.warn(warning)
+    if ui.fmt == "json":
+        return
+    if not plan.swaps:
+        ui.info(f"nothing to swap: no rule matched a block of {plan.model} in the chosen stages")
+        return
+    if not ui.quiet:
+        print_plan(plan, ui.fmt, ui.out)
+        if ui.fmt == "table":
+            ui.out.print(totals_line(plan), highlight=False)

@@ -1,0 +1,147 @@
+"""The three ways to compute one ParC direction: spatial, fft and circulant.
+
+Every backend is split in two so the module can cache the expensive half in inference:
+``prepare_<name>(weight, bias, pe, direction, groups, length)`` turns the parameters
+(already resampled to the runtime length) into a kernel form, and
+``apply_<name>(x, form, direction, groups)`` runs it on an input. All of them compute
+PARC.md section 1 exactly: y[b,o,i] = bias[o] + sum_c sum_k w[o,c,k] * x~[b,c,(i+k) mod L].
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["BACKENDS", "position_bias"]
+
+Form = dict[str, Any]
+
+
+def _axis(direction: str) -> int:
+    return 2 if direction == "H" else 3
+
+
+def _circular_extend(x: torch.Tensor, dim: int) -> torch.Tensor:
+    # The official alignment: output row i sees rows i .. i+L-1 (mod L).
+    return torch.cat([x, x.narrow(dim, 0, x.shape[dim] - 1)], dim=dim)
+
+
+def position_bias(
+    weight: torch.Tensor, bias: torch.Tensor | None, pe: torch.Tensor | None, groups: int
+) -> torch.Tensor | None:
+    """Bias plus the ParC of pe alone, as (O, L): conv(x + pe) = conv(x) + conv(pe)."""
+    if pe is None:
+        return None if bias is None else bias[:, None]  # (O, 1), broadcasts over L
+    w = weight.flatten(2)  # (O, Cg, L)
+    p = pe.flatten(2)  # (1, C, L)
+    out = F.conv1d(_circular_extend(p, 2), w, bias, groups=groups)
+    return out[0]  # (O, L)
+
+
+# --- spatial: the official circular extension + conv2d -------------------------------
+
+
+def prepare_spatial(weight, bias, pe, direction, groups, length) -> Form:
+    return {"weight": weight, "bias": bias, "pe": pe}
+
+
+def apply_spatial(x: torch.Tensor, form: Form, direction: str, groups: int) -> torch.Tensor:
+    if form["pe"] is not None:
+        x = x + form["pe"]
+    return F.conv2d(_circular_extend(x, _axis(direction)), form["weight"], form["bias"], groups=groups)
+
+
+# --- fft (Fast-ParC): correlation theorem along the global axis -----------------------
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # pocketfft has no bf16/half kernels; float32 keeps the result within bf16 rounding.
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def prepare_fft(weight, bias, pe, direction, groups, length) -> Form:
+    cdt = _compute_dtype(weight.dtype)
+    w = weight.flatten(2).to(cdt)  # (O, Cg, L)
+    out_chs, cg, _ = w.shape
+    spec = torch.fft.rfft(w, n=length, dim=-1).conj()  # (O, Cg, F)
+    nf = spec.shape[-1]
+    pb = position_bias(w.unsqueeze(-1), None if bias is None else bias.to(cdt),
+                       None if pe is None else pe.to(cdt), groups)
+    bias_spec = None
+    if pb is not None:
+        # Folding the position bias into the spectrum saves a full pass over the output.
+        pb = pb.expand(out_chs, length) if pb.shape[-1] != length else pb
+        bias_spec = torch.fft.rfft(pb, n=length, dim=-1)  # (O, F)
+        bias_spec = bias_spec.view(out_chs, nf, 1) if direction == "H" else bias_spec.view(
+            out_chs, 1, nf)
+    if cg == 1:
+        og = out_chs // groups
+        shape = (groups, og, nf, 1) if direction == "H" else (groups, og, 1, nf)
+        spec = spec.reshape(shape)
+        if og == 1:
+            spec = spec.squeeze(1)
+    else:
+        spec = spec.reshape(groups, out_chs // groups, cg, nf)
+    return {"spec": spec, "bias_spec": bias_spec, "cg": cg, "length": length}
+
+
+def apply_fft(x: torch.Tensor, form: Form, direction: str, groups: int) -> torch.Tensor:
+    dim, length, spec = _axis(direction), form["length"], form["spec"]
+    b, c, h, w = x.shape
+    xf = torch.fft.rfft(x.to(_compute_dtype(x.dtype)), n=length, dim=dim)
+    if form["cg"] == 1 and spec.dim() == 3:  # depthwise, multiplier 1
+        yf = xf * spec
+    elif form["cg"] == 1:  # depthwise with a channel multiplier
+        yf = (xf.unflatten(1, (groups, 1)) * spec).flatten(1, 2)
+    else:
+        eq = "bgcfw,gocf->bgofw" if direction == "H" else "bgchf,gocf->bgohf"
+        yf = torch.einsum(eq, xf.unflatten(1, (groups, c // groups)), spec).flatten(1, 2)
+    if form["bias_spec"] is not None:
+        yf = yf + form["bias_spec"]
+    return torch.fft.irfft(yf, n=length, dim=dim).to(x.dtype)
+
+
+# --- circulant: one L x L matrix per (out, in) kernel, run as batched matmul -----------
+
+
+def prepare_circulant(weight, bias, pe, direction, groups, length) -> Form:
+    w = weight.flatten(2)  # (O, Cg, L)
+    out_chs, cg, _ = w.shape
+    og = out_chs // groups
+    ar = torch.arange(length, device=w.device)
+    idx = (ar[None, :] - ar[:, None]) % length  # idx[i, m] = (m - i) mod L
+    a = w[:, :, idx]  # (O, Cg, L_i, L_m): y_i = sum_m a[i, m] x_m
+    a = a.reshape(groups, og, cg, length, length)
+    if direction == "H":  # y (Og*L_i) = A (Og*L_i, Cg*L_m) @ x (Cg*L_m, W)
+        mat = a.permute(0, 1, 3, 2, 4).reshape(groups, og * length, cg * length)
+    else:  # y (H, Og*L_j) = x (H, Cg*L_m) @ A^T (Cg*L_m, Og*L_j)
+        mat = a.permute(0, 2, 4, 1, 3).reshape(groups, cg * length, og * length)
+    pb = position_bias(weight, bias, pe, groups)
+    if pb is not None:
+        pb = pb.view(out_chs, -1, 1) if direction == "H" else pb.view(out_chs, 1, -1)
+    return {"mat": mat, "pos_bias": pb, "cg": cg, "og": og}
+
+
+def apply_circulant(x: torch.Tensor, form: Form, direction: str, groups: int) -> torch.Tensor:
+    mat, cg, og = form["mat"], form["cg"], form["og"]
+    b, c, h, w = x.shape
+    if direction == "H":
+        y = torch.matmul(mat, x.reshape(b, groups, cg * h, w)).view(b, groups * og, h, w)
+    elif cg == 1 and og == 1:  # depthwise: no permutes needed
+        y = torch.matmul(x, mat)
+    else:
+        xg = x.reshape(b, groups, cg, h, w).transpose(2, 3).reshape(b, groups, h, cg * w)
+        y = torch.matmul(xg, mat).view(b, groups, h, og, w).transpose(2, 3)
+        y = y.reshape(b, groups * og, h, w)
+    if form["pos_bias"] is not None:
+        y = y + form["pos_bias"]
+    return y
+
+
+BACKENDS = {
+    "spatial": (prepare_spatial, apply_spatial),
+    "fft": (prepare_fft, apply_fft),
+    "circulant": (prepare_circulant, apply_circulant),
+}

@@ -1,0 +1,126 @@
+"""Choosing a backend: `choose_impl` (what "auto" runs) and `forced_impl` (override all).
+
+How "auto" decides, in order:
+
+1. Inside ``forced_impl(name)`` every ParC runs backend ``name``, whatever its ``impl``.
+2. A backend that cannot run well is ruled out: circulant when its L x L matrices would
+   hold more than ``CIRCULANT_MAX_ELEMENTS`` numbers (dense convs at large L).
+3. The shipped calibration table (``calibration.json``, written by
+   ``benchmarks/bench_ops.py --write-calibration``) holds median times of each backend at
+   a grid of shapes, separately for depthwise (one input channel per group) and dense /
+   grouped convs. ``auto`` takes the entry of the same kind nearest in
+   (log2 L, log2 of lines per call = batch * channels * other_len) and picks the backend
+   that was fastest there.
+4. Without a table (or with no entry of that kind) a rough analytic cost model decides:
+   spatial costs L MACs per output, circulant the same at BLAS speed, fft O(log L) per
+   output plus the per-frequency channel contraction.
+
+dtype does not change the choice except that float64 and bfloat16 go through the same
+table: the ratios between backends were measured to be similar (fft always computes in
+float32 or float64 internally).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator
+from functools import lru_cache
+from importlib import resources
+
+import torch
+
+__all__ = [
+    "CIRCULANT_MAX_ELEMENTS",
+    "IMPLS",
+    "choose_impl",
+    "current_forced_impl",
+    "forced_impl",
+    "load_calibration",
+]
+
+IMPLS = ("spatial", "fft", "circulant")
+# 2**24 fp32 numbers = 64 MiB of circulant matrices; beyond that memory traffic dominates.
+CIRCULANT_MAX_ELEMENTS = 1 << 24
+
+_forced: list[str] = []
+
+
+@contextlib.contextmanager
+def forced_impl(name: str) -> Iterator[None]:
+    """Make every ParC inside the block use backend `name` (e.g. "spatial" for export)."""
+    if name not in IMPLS:
+        raise ValueError(f"forced_impl expects one of {IMPLS}, got {name!r}")
+    _forced.append(name)
+    try:
+        yield
+    finally:
+        _forced.pop()
+
+
+def current_forced_impl() -> str | None:
+    """The backend forced by the innermost `forced_impl`, or None."""
+    return _forced[-1] if _forced else None
+
+
+@lru_cache(maxsize=1)
+def load_calibration() -> dict:
+    """The shipped calibration table, or an empty one when the file is missing."""
+    try:
+        text = resources.files("parc_surgery.ops").joinpath("calibration.json").read_text()
+    except (FileNotFoundError, OSError):
+        return {"entries": []}
+    return json.loads(text)
+
+
+def _kind(channels: int, groups: int) -> str:
+    return "depthwise" if channels == groups else "dense"
+
+
+def _model_costs(length: int, channels: int, groups: int, lines: int) -> dict[str, float]:
+    """Rough seconds per backend; constants are order-of-magnitude fits on a 2-core CPU."""
+    cg = channels // groups
+    macs = lines * cg * length * length
+    log_l = math.log2(length) + 1.0
+    return {
+        "spatial": 30e-6 + macs / (1.0e9 if cg == 1 else 20e9),
+        "circulant": 20e-6 + macs / (8e9 if cg == 1 else 10e9),
+        "fft": 60e-6 + lines * length * (log_l * 2.0 + cg * 8.0) / 1.5e9,
+    }
+
+
+def choose_impl(
+    length: int,
+    channels: int,
+    groups: int,
+    batch: int,
+    other_len: int,
+    dtype: torch.dtype = torch.float32,
+) -> str:
+    """The backend "auto" uses for a ParC over `length` on (batch, channels, other_len)."""
+    forced = current_forced_impl()
+    if forced is not None:
+        return forced
+    if length <= 2:
+        return "spatial"  # nothing to gain: the kernel has at most two taps
+    cg = max(channels // max(groups, 1), 1)
+    allowed = set(IMPLS)
+    if channels * cg * length * length > CIRCULANT_MAX_ELEMENTS:
+        allowed.discard("circulant")
+    kind = _kind(channels, groups)
+    lines = batch * channels * other_len
+    entries = [e for e in load_calibration().get("entries", []) if e["kind"] == kind]
+    if entries:
+
+        def distance(e: dict) -> float:
+            d_len = abs(math.log2(e["length"]) - math.log2(length))
+            d_lines = abs(math.log2(e["lines"]) - math.log2(lines))
+            return d_len + 0.5 * d_lines
+
+        times = min(entries, key=distance)["times"]
+        times = {k: v for k, v in times.items() if k in allowed}
+    else:
+        times = {k: v for k, v in _model_costs(length, channels, groups, lines).items()
+                 if k in allowed}
+    return min(times, key=times.get)

@@ -1,0 +1,184 @@
+"""`ParC` (one direction) and `ParCPair` (H on the first half of channels, W on the rest)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from .backends import BACKENDS
+from .functional import check_direction, check_input, kernel_axis, resolve_impl
+from .resample import resample_kernel
+
+__all__ = ["ParC", "ParCPair"]
+
+# Distinct (length, dtype, device, backend) forms kept per module; resolutions rarely vary.
+_CACHE_SIZE = 8
+
+
+def _is_compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and compiler.is_compiling())
+
+
+class ParC(nn.Module):
+    """Position aware circular convolution along one axis ('H' or 'W') of a (B, C, H, W) map.
+
+    `kernel_size` is the global kernel length K (the feature map's height for 'H', width
+    for 'W'). At another runtime length L the kernel and pe are linearly resampled to L.
+    In eval mode without grad the backend's kernel form (spectrum, circulant matrices,
+    folded position bias) is cached per (backend, L, dtype, device) and rebuilt when a
+    parameter changes (its version counter or storage) or `train()` is called.
+    """
+
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        direction: str,
+        kernel_size: int,
+        groups: int = 1,
+        use_pe: bool = True,
+        bias: bool = True,
+        impl: str = "auto",
+    ):
+        super().__init__()
+        check_direction(direction)
+        if kernel_size < 1:
+            raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+        if in_chs < 1 or out_chs < 1:
+            raise ValueError(f"channels must be >= 1, got in_chs={in_chs}, out_chs={out_chs}")
+        if groups < 1 or in_chs % groups or out_chs % groups:
+            raise ValueError(
+                f"groups={groups} must divide in_chs={in_chs} and out_chs={out_chs}"
+            )
+        if impl != "auto" and impl not in BACKENDS:
+            raise ValueError(f"impl must be 'auto' or one of {tuple(BACKENDS)}, got {impl!r}")
+        self.in_chs, self.out_chs, self.direction = in_chs, out_chs, direction
+        self.kernel_size, self.groups, self.impl = kernel_size, groups, impl
+        k_shape = (kernel_size, 1) if direction == "H" else (1, kernel_size)
+        self.weight = nn.Parameter(torch.empty(out_chs, in_chs // groups, *k_shape))
+        self.bias = nn.Parameter(torch.empty(out_chs)) if bias else None
+        self.pe = nn.Parameter(torch.empty(1, in_chs, *k_shape)) if use_pe else None
+        self._forms: dict = {}  # a plain attribute, so never part of state_dict
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise as the official code: nn.Conv2d's rule for weight/bias, pe ~ N(0, .02)."""
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            fan_in = self.weight[0].numel()
+            bound = 1.0 / math.sqrt(fan_in)
+            nn.init.uniform_(self.bias, -bound, bound)
+        if self.pe is not None:
+            nn.init.trunc_normal_(self.pe, std=0.02)
+        self._forms.clear()
+
+    def _params(self, length: int, dtype: torch.dtype):
+        axis = kernel_axis(self.direction)
+        w, b, pe = self.weight, self.bias, self.pe
+        if w.dtype != dtype:  # e.g. fp32 weights under a bf16 input
+            w = w.to(dtype)
+            b = None if b is None else b.to(dtype)
+            pe = None if pe is None else pe.to(dtype)
+        w = resample_kernel(w, length, axis)
+        pe = None if pe is None else resample_kernel(pe, length, axis)
+        return w, b, pe
+
+    def _make_form(self, impl: str, length: int, dtype: torch.dtype):
+        prepare = BACKENDS[impl][0]
+        return prepare(*self._params(length, dtype), self.direction, self.groups, length)
+
+    def _version_key(self) -> tuple:
+        return tuple(
+            (p._version, p.data_ptr()) for p in (self.weight, self.bias, self.pe) if p is not None
+        )
+
+    def _cached_form(self, impl: str, length: int, dtype: torch.dtype, device: torch.device):
+        key = (impl, length, dtype, device)
+        version = self._version_key()
+        hit = self._forms.get(key)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        form = self._make_form(impl, length, dtype)
+        if len(self._forms) >= _CACHE_SIZE and key not in self._forms:
+            self._forms.pop(next(iter(self._forms)))
+        self._forms[key] = (version, form)
+        return form
+
+    def resolved_impl(self, x_shape, dtype: torch.dtype = torch.float32) -> str:
+        """The backend this module runs for an input of `x_shape`."""
+        return resolve_impl(self.impl, x_shape, self.in_chs, self.groups, self.direction, dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.in_chs)
+        length = x.shape[kernel_axis(self.direction)]
+        impl = self.resolved_impl(x.shape, x.dtype)
+        cacheable = not self.training and not torch.is_grad_enabled() and not _is_compiling()
+        if cacheable:
+            form = self._cached_form(impl, length, x.dtype, x.device)
+        else:
+            form = self._make_form(impl, length, x.dtype)
+        return BACKENDS[impl][1](x, form, self.direction, self.groups)
+
+    def train(self, mode: bool = True):
+        self._forms.clear()
+        return super().train(mode)
+
+    def _apply(self, fn, *args, **kwargs):
+        self._forms.clear()  # .to()/.half() etc. make every cached form stale
+        return super()._apply(fn, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        s = (
+            f"{self.in_chs}, {self.out_chs}, direction={self.direction!r}, "
+            f"kernel_size={self.kernel_size}, groups={self.groups}"
+        )
+        s += f", use_pe={self.pe is not None}, bias={self.bias is not None}"
+        return s + ("" if self.impl == "auto" else f", impl={self.impl!r}")
+
+
+def _half_groups(groups_per_half: int | str | None, chs: int) -> int:
+    if groups_per_half is None or groups_per_half == "depthwise":
+        return chs
+    if isinstance(groups_per_half, str) or groups_per_half < 1 or chs % groups_per_half:
+        raise ValueError(
+            f"groups_per_half must be None, 'depthwise' or an int dividing the half's "
+            f"{chs} channels, got {groups_per_half!r}"
+        )
+    return groups_per_half
+
+
+class ParCPair(nn.Module):
+    """The ParC plug-in for a local conv: 'H' ParC on channels[:C//2], 'W' ParC on the rest.
+
+    With odd C the 'W' half gets the extra channel (C - C//2). `kernel_size` is K or
+    (kH, kW), the feature map size; `groups_per_half` None / "depthwise" makes each half
+    depthwise, an int g gives each half groups=g (1 is dense). Needs C >= 2.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | tuple[int, int],
+        groups_per_half: int | str | None = None,
+        use_pe: bool = True,
+        bias: bool = True,
+        impl: str = "auto",
+    ):
+        super().__init__()
+        if channels < 2:
+            raise ValueError(f"ParCPair needs at least 2 channels, got {channels}")
+        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        c_h, c_w = channels // 2, channels - channels // 2
+        self.channels, self.split = channels, (c_h, c_w)
+        self.parc_h = ParC(c_h, c_h, "H", kh, _half_groups(groups_per_half, c_h), use_pe,
+                           bias, impl)
+        self.parc_w = ParC(c_w, c_w, "W", kw, _half_groups(groups_per_half, c_w), use_pe,
+                           bias, impl)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input(x, self.channels)
+        x_h, x_w = x.split(self.split, dim=1)
+        return torch.cat([self.parc_h(x_h), self.parc_w(x_w)], dim=1)

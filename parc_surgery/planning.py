@@ -1,0 +1,166 @@
+"""Build a Plan from rule matches: what each swap builds, its cost, and auto's backend.
+
+Reads the model (never modifies it), the ModelGraph and the matches; writes a Plan.
+Each replacement is built once here, on a copy, so the plan's parameter and MAC counts
+are those of the module apply will install.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from parc_surgery.blocks.registry import ReplacementContext, get_replacement
+from parc_surgery.errors import RulesError
+from parc_surgery.ops import ParC, choose_impl, forced_impl
+from parc_surgery.plan import Plan, Swap
+
+__all__ = ["build_plan", "build_replacement", "context_for", "count_macs", "one_line"]
+
+
+def context_for(swap: Swap) -> ReplacementContext:
+    """The ReplacementContext a swap's builder receives."""
+    opts = dict(swap.options)
+    return ReplacementContext(
+        path=swap.path,
+        feature_size=tuple(swap.feature_size),
+        stage=swap.stage,
+        index=swap.index,
+        first_in_container=bool(opts.pop("first_in_container", False)),
+        impl=opts.pop("impl", "auto"),
+        pe=bool(opts.pop("pe", True)),
+        init=opts.pop("init", "paper"),
+        options=opts,
+    )
+
+
+def build_replacement(module: nn.Module, swap: Swap) -> nn.Module:
+    """Build the module that replaces `module` for `swap`; rule errors name the swap."""
+    replacement = get_replacement(swap.replacement)
+    if not replacement.can_replace(module):
+        raise RulesError(
+            f"replacement {swap.replacement!r} cannot replace {swap.path} "
+            f"({type(module).__name__}); it accepts {', '.join(replacement.accepts)}",
+            where=swap.rule,
+            hint="pick the replacement made for this block type, or narrow the rule's match",
+        )
+    try:
+        return replacement.builder(module, context_for(swap))
+    except ValueError as err:
+        raise RulesError(str(err), where=swap.rule) from None
+
+
+def count_macs(module: nn.Module, in_shape: Iterable[int]) -> int:
+    """Multiply-accumulates of one forward at batch 1, ParC counted in its spatial form."""
+    was_training = module.training
+    module.eval()
+    try:
+        x = torch.zeros(tuple(in_shape))
+        with torch.no_grad(), forced_impl("spatial"), FlopCounterMode(display=False) as fc:
+            module(x)
+    finally:
+        module.train(was_training)
+    return int(fc.get_total_flops() // 2)
+
+
+def one_line(module: nn.Module, reference: nn.Module | None = None) -> str:
+    """A short description: the class and the children that differ from `reference`."""
+    name = type(module).__name__
+    if isinstance(module, nn.Conv2d):
+        k = "x".join(str(v) for v in module.kernel_size)
+        g = "dw" if module.groups == module.in_channels and module.groups > 1 else f"g{module.groups}"
+        return f"Conv2d({module.in_channels}->{module.out_channels}, {k}, {g})"
+    if isinstance(module, ParC):
+        return module.extra_repr().join(("ParC(", ")"))
+    if reference is None or type(reference) is not type(module):
+        return name
+    ref_children = dict(reference.named_children())
+    changed = [
+        f"{child_name}={_child_summary(child)}"
+        for child_name, child in module.named_children()
+        if type(ref_children.get(child_name)) is not type(child)
+    ]
+    return f"{name}[{', '.join(changed)}]" if changed else name
+
+
+def _child_summary(module: nn.Module) -> str:
+    if isinstance(module, nn.Conv2d):
+        return one_line(module)
+    parcs = [m for m in module.modules() if isinstance(m, ParC)]
+    if not parcs:
+        return type(module).__name__
+    return f"{type(module).__name__}({' + '.join(p.short_repr() for p in parcs[:2])})"
+
+
+def _auto_choice(module: nn.Module, feature_size: tuple[int, int]) -> str:
+    choices = []
+    for parc in module.modules():
+        if isinstance(parc, ParC):
+            h, w = feature_size
+            length, other = (h, w) if parc.direction == "H" else (w, h)
+            impl = parc.impl if parc.impl != "auto" else choose_impl(
+                length, parc.in_chs, parc.groups, 1, other, torch.float32
+            )
+            if impl not in choices:
+                choices.append(impl)
+    return "+".join(choices)
+
+
+def build_plan(
+    model: nn.Module,
+    *,
+    model_name: str,
+    model_args: dict[str, Any],
+    graph: Any,
+    matches: list[Any],
+    stages: list[int],
+    rules_source: str,
+    rules: dict[str, Any],
+    warnings: list[str],
+) -> Plan:
+    """A Plan holding one Swap per match, with costs measured on the built replacements."""
+    swaps = []
+    for match in matches:
+        info = match.info
+        swap = Swap(
+            path=match.path,
+            module_type=info.type_name,
+            stage=info.stage,
+            container=info.container or "",
+            index=info.index if info.index is not None else -1,
+            container_len=info.container_len or 0,
+            feature_size=tuple(info.feature_size),
+            replacement=match.replacement,
+            options={**match.options, "first_in_container": match.first_in_container},
+            rule=match.rule_ref,
+        )
+        original = model.get_submodule(match.path)
+        new = build_replacement(original, swap)
+        swap.old_module = one_line(original)
+        swap.new_module = one_line(new, reference=original)
+        swap.params_before = _params(original)
+        swap.params_after = _params(new)
+        swap.macs_before = count_macs(original, info.in_shape)
+        swap.macs_after = count_macs(new, info.in_shape)
+        swap.impl_auto = _auto_choice(new, swap.feature_size)
+        swaps.append(swap)
+    return Plan(
+        model=model_name,
+        model_args=dict(model_args),
+        input_size=tuple(graph.input_size),
+        stages=list(stages),
+        rules_source=rules_source,
+        rules=rules,
+        swaps=swaps,
+        warnings=list(warnings),
+        params_total_before=_params(model),
+        macs_total_before=count_macs(model, (1, 3, *graph.input_size)),
+    )
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

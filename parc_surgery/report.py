@@ -1,0 +1,128 @@
+"""Render a Plan or a conversion result for people (table, diff) or programs (json)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from parc_surgery.plan import Plan
+
+__all__ = ["FORMATS", "human_count", "plan_diff", "plan_table", "result_dict", "totals_line"]
+
+FORMATS = ("table", "diff", "json")
+
+
+def human_count(n: int | float) -> str:
+    """1234567 -> '1.23M' (params, MACs)."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(int(n))
+
+
+def _pct(before: int, after: int) -> str:
+    return f"{(after - before) / before * 100:+.1f}%" if before else "n/a"
+
+
+def totals_line(plan: Plan) -> str:
+    return (
+        f"{len(plan.swaps)} swaps; params {human_count(plan.params_total_before)} -> "
+        f"{human_count(plan.params_total_after)} "
+        f"({_pct(plan.params_total_before, plan.params_total_after)}); "
+        f"MACs {human_count(plan.macs_total_before)} -> {human_count(plan.macs_total_after)} "
+        f"({_pct(plan.macs_total_before, plan.macs_total_after)}) at "
+        f"{plan.input_size[0]}x{plan.input_size[1]}"
+    )
+
+
+def plan_table(plan: Plan) -> Table:
+    """One row per swap; the caption is the totals line."""
+    table = Table(
+        title=f"{plan.model}: stages {','.join(map(str, plan.stages))}, rules {plan.rules_source}",
+        caption=totals_line(plan),
+        title_justify="left",
+        caption_justify="left",
+    )
+    for column, justify in (
+        ("module", "left"),
+        ("stage", "right"),
+        ("idx", "right"),
+        ("size", "right"),
+        ("replacement", "left"),
+        ("pe", "center"),
+        ("params", "right"),
+        ("MACs", "right"),
+        ("auto", "left"),
+        ("rule", "left"),
+    ):
+        table.add_column(column, justify=justify, no_wrap=column == "module")
+    for s in plan.swaps:
+        table.add_row(
+            s.path,
+            str(s.stage),
+            f"{s.index}/{s.container_len}",
+            f"{s.feature_size[0]}x{s.feature_size[1]}",
+            s.replacement,
+            "yes" if s.options.get("pe") else "no",
+            f"{human_count(s.params_before)} -> {human_count(s.params_after)}",
+            f"{human_count(s.macs_before)} -> {human_count(s.macs_after)}",
+            s.impl_auto,
+            s.rule,
+        )
+    return table
+
+
+def plan_diff(plan: Plan) -> Text:
+    """Unified-diff style: '-' old module, '+' new module, one hunk per swap."""
+    out = Text()
+    out.append(f"--- {plan.model} (timm)\n", style="bold")
+    out.append(f"+++ {plan.model} (parc, rules {plan.rules_source})\n", style="bold")
+    for s in plan.swaps:
+        out.append(
+            f"@@ {s.path} stage {s.stage} index {s.index}/{s.container_len} "
+            f"{s.feature_size[0]}x{s.feature_size[1]} [{s.rule}] @@\n",
+            style="cyan",
+        )
+        out.append(f"-{s.path}: {s.old_module}  ({human_count(s.params_before)} params)\n", "red")
+        out.append(
+            f"+{s.path}: {s.new_module}  ({human_count(s.params_after)} params, "
+            f"auto={s.impl_auto})\n",
+            style="green",
+        )
+    out.append(totals_line(plan) + "\n")
+    return out
+
+
+def print_plan(plan: Plan, fmt: str, console: Console) -> None:
+    """Print the plan in `fmt` ("table" | "diff" | "json") to `console`."""
+    if fmt == "json":
+        console.file.write(plan.to_json() + "\n")
+    elif fmt == "diff":
+        console.print(plan_diff(plan), end="", soft_wrap=True, highlight=False)
+    else:
+        console.print(plan_table(plan))
+
+
+def result_dict(conversion: Any) -> dict[str, Any]:
+    """The JSON document of a real conversion (keys documented in the README)."""
+    plan = conversion.plan
+    return {
+        "plan": plan.to_dict(),
+        "result": {
+            "params_before": plan.params_total_before,
+            "params_after": plan.params_total_after,
+            "macs_before": plan.macs_total_before,
+            "macs_after": plan.macs_total_after,
+            "verification": conversion.verification,
+        },
+        "output": conversion.output,
+        "output_sha256": conversion.output_sha256,
+    }
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2)
