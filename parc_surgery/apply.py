@@ -70,9 +70,9 @@ def verify(model: nn.Module, plan: Plan, original_graph: Any, *, leaf_classes=()
             )
     model_before = original_graph.output_shape
     model_after = graph.output_shape
-    if tuple(model_before) != tuple(model_after):
+    if model_before != model_after:
         raise VerificationError(
             f"the converted model outputs {tuple(model_after)} where the original "
             f"output {tuple(model_before)}"
         )
-    return {"blocks_checked": len(plan.swaps), "output_shape": list(model_after)}
+    return {"blocks_checked": len(plan.swaps), "output_shape": list(model_after or ())}

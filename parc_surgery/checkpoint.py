@@ -80,7 +80,10 @@ def atomic_write(path: str | os.PathLike, *, force: bool = False):
             hint="check the directory's permissions or choose another --output",
         ) from None
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
+        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp's 0600 would surprise the user
         yield tmp_name
         os.replace(tmp_name, target)
     except BaseException:

@@ -1,7 +1,7 @@
 """One orchestration for the CLI, batch jobs and the Python API.
 
-    plan_conversion: model name + rules -> (model, ModelGraph, Plan)   (changes nothing)
-    convert:         ... -> apply -> verify -> optional save            (the real job)
+plan_conversion: model name + rules -> (model, ModelGraph, Plan)   (changes nothing)
+convert:         ... -> apply -> verify -> optional save            (the real job)
 """
 
 from __future__ import annotations
@@ -101,12 +101,12 @@ def plan_conversion(
     size = tuple(input_size) if input_size else default_input_size(model)
     on_step("trace")
     graph = analyze(model, input_size=size, leaf_classes=tuple(ruleset.leaf))
-    chosen = list(stages) if stages else list(ruleset.stages)
     on_step("plan")
-    result = match(ruleset, graph, model, chosen)
-    if strict and result.unmatched:
+    result = match(ruleset, graph, model, stages)
+    if strict and result.unmatched_rules:
         raise NothingMatchedError(
-            "; ".join(result.unmatched), hint="fix the rule or drop --strict to allow it"
+            f"{', '.join(result.unmatched_rules)} matched nothing in {model_name}",
+            hint="fix the rule or drop --strict to allow it",
         )
     plan = build_plan(
         model,
@@ -114,9 +114,9 @@ def plan_conversion(
         model_args=model_args,
         graph=graph,
         matches=result.matches,
-        stages=chosen,
+        stages=result.stages,
         rules_source=ruleset.source,
-        rules=ruleset.to_data(),
+        rules=ruleset.spec.model_dump(mode="json"),
         warnings=result.warnings,
     )
     return PlannedConversion(model, graph, plan, ruleset, weights_sha)

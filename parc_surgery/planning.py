@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from parc_surgery.blocks.registry import ReplacementContext, get_replacement
-from parc_surgery.errors import RulesError
+from parc_surgery.blocks import registry
+from parc_surgery.blocks.registry import ReplacementContext
 from parc_surgery.ops import ParC, choose_impl, forced_impl
 from parc_surgery.plan import Plan, Swap
 
@@ -39,19 +39,12 @@ def context_for(swap: Swap) -> ReplacementContext:
 
 
 def build_replacement(module: nn.Module, swap: Swap) -> nn.Module:
-    """Build the module that replaces `module` for `swap`; rule errors name the swap."""
-    replacement = get_replacement(swap.replacement)
-    if not replacement.can_replace(module):
-        raise RulesError(
-            f"replacement {swap.replacement!r} cannot replace {swap.path} "
-            f"({type(module).__name__}); it accepts {', '.join(replacement.accepts)}",
-            where=swap.rule,
-            hint="pick the replacement made for this block type, or narrow the rule's match",
-        )
+    """Build the module that replaces `module` for `swap` (errors name the rule)."""
     try:
-        return replacement.builder(module, context_for(swap))
-    except ValueError as err:
-        raise RulesError(str(err), where=swap.rule) from None
+        return registry.build_replacement(swap.replacement, module, context_for(swap))
+    except registry.ReplacementError as err:
+        err.where = f"{swap.rule}: {err.where}" if err.where else swap.rule
+        raise
 
 
 def count_macs(module: nn.Module, in_shape: Iterable[int]) -> int:
@@ -72,28 +65,36 @@ def one_line(module: nn.Module, reference: nn.Module | None = None) -> str:
     name = type(module).__name__
     if isinstance(module, nn.Conv2d):
         k = "x".join(str(v) for v in module.kernel_size)
-        g = "dw" if module.groups == module.in_channels and module.groups > 1 else f"g{module.groups}"
-        return f"Conv2d({module.in_channels}->{module.out_channels}, {k}, {g})"
-    if isinstance(module, ParC):
-        return module.extra_repr().join(("ParC(", ")"))
-    if reference is None or type(reference) is not type(module):
+        return f"Conv2d({module.in_channels}->{module.out_channels}, {k}, {_kind(module)})"
+    if reference is None:
         return name
+    if type(reference) is not type(module):
+        return _parc_summary(module)
     ref_children = dict(reference.named_children())
     changed = [
-        f"{child_name}={_child_summary(child)}"
+        f"{child_name}={one_line(child) if isinstance(child, nn.Conv2d) else _parc_summary(child)}"
         for child_name, child in module.named_children()
         if type(ref_children.get(child_name)) is not type(child)
     ]
     return f"{name}[{', '.join(changed)}]" if changed else name
 
 
-def _child_summary(module: nn.Module) -> str:
-    if isinstance(module, nn.Conv2d):
-        return one_line(module)
+def _kind(conv: nn.Module) -> str:
+    groups, chs = conv.groups, getattr(conv, "in_chs", getattr(conv, "in_channels", 0))
+    return "dw" if groups == chs and groups > 1 else ("dense" if groups == 1 else f"g{groups}")
+
+
+def _parc_summary(module: nn.Module) -> str:
+    """E.g. 'ParCPair(128ch, k=14x14, dense, pe)' or 'ParCMobileVitBlock(8 ParC, k=8x8, dw)'."""
     parcs = [m for m in module.modules() if isinstance(m, ParC)]
     if not parcs:
         return type(module).__name__
-    return f"{type(module).__name__}({' + '.join(p.short_repr() for p in parcs[:2])})"
+    kh = max((p.kernel_size for p in parcs if p.direction == "H"), default=0)
+    kw = max((p.kernel_size for p in parcs if p.direction == "W"), default=0)
+    size = f"{parcs[0].in_chs + parcs[1].in_chs}ch" if len(parcs) == 2 else f"{len(parcs)} ParC"
+    kinds = "/".join(sorted({_kind(p) for p in parcs}))
+    pe = ", pe" if any(p.pe is not None for p in parcs) else ""
+    return f"{type(module).__name__}({size}, k={kh}x{kw}, {kinds}{pe})"
 
 
 def _auto_choice(module: nn.Module, feature_size: tuple[int, int]) -> str:
@@ -102,8 +103,10 @@ def _auto_choice(module: nn.Module, feature_size: tuple[int, int]) -> str:
         if isinstance(parc, ParC):
             h, w = feature_size
             length, other = (h, w) if parc.direction == "H" else (w, h)
-            impl = parc.impl if parc.impl != "auto" else choose_impl(
-                length, parc.in_chs, parc.groups, 1, other, torch.float32
+            impl = (
+                parc.impl
+                if parc.impl != "auto"
+                else choose_impl(length, parc.in_chs, parc.groups, 1, other, torch.float32)
             )
             if impl not in choices:
                 choices.append(impl)
@@ -136,7 +139,7 @@ def build_plan(
             feature_size=tuple(info.feature_size),
             replacement=match.replacement,
             options={**match.options, "first_in_container": match.first_in_container},
-            rule=match.rule_ref,
+            rule=match.rule,
         )
         original = model.get_submodule(match.path)
         new = build_replacement(original, swap)

@@ -1,0 +1,31 @@
+"""Replacement blocks: the registry and one builder file per block family.
+
+Importing this package registers every built-in replacement:
+parc_bottleneck, parc_inverted_residual, parc_convnext, parc_mobilevit, parc_dwconv.
+"""
+
+from . import bottleneck, convnext, dwconv, inverted_residual, mobilevit  # noqa: F401  (register)
+from .mobilevit import ChannelAttention, ConvFfn, ParCMetaFormerBlock, ParCMobileVitBlock
+from .registry import (
+    Replacement,
+    ReplacementContext,
+    ReplacementError,
+    build_replacement,
+    get_replacement,
+    register_replacement,
+    replacement_names,
+)
+
+__all__ = [
+    "ChannelAttention",
+    "ConvFfn",
+    "ParCMetaFormerBlock",
+    "ParCMobileVitBlock",
+    "Replacement",
+    "ReplacementContext",
+    "ReplacementError",
+    "build_replacement",
+    "get_replacement",
+    "register_replacement",
+    "replacement_names",
+]

@@ -8,6 +8,7 @@ kernel with no centre) becomes a ReplacementError that names the module path.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NoReturn
 
 from torch import nn
 
@@ -35,13 +36,17 @@ def global_kernel_size(ctx: ReplacementContext) -> tuple[int, int]:
     size = ctx.options.get("kernel_size")
     if size is None:
         size = ctx.feature_size
-    if isinstance(size, int):
+    if _is_length(size):
         size = (size, size)
-    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(map(_is_length, size))):
         raise ReplacementError(
             f"global kernel size must be a positive int or (kH, kW), got {size!r}", where=ctx.path
         )
     return int(size[0]), int(size[1])
+
+
+def _is_length(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def require_type(module: nn.Module, ctx: ReplacementContext, accepts: Sequence[str], name: str):
@@ -54,7 +59,8 @@ def require_type(module: nn.Module, ctx: ReplacementContext, accepts: Sequence[s
         )
 
 
-def refuse_stride(ctx: ReplacementContext, what: str) -> None:
+def refuse_stride(ctx: ReplacementContext, what: str) -> NoReturn:
+    """Raise: ParC has no stride, so a block that downsamples keeps its local conv."""
     raise ReplacementError(
         f"{what}: ParC is stride 1, so a downsampling block is never converted",
         where=ctx.path,
@@ -67,8 +73,7 @@ def check_local_conv(conv: nn.Module, ctx: ReplacementContext, attr: str) -> nn.
     kind = type(conv).__name__
     if not isinstance(conv, nn.Conv2d) or kind not in LOCAL_CONV_TYPES:
         raise ReplacementError(
-            f"{attr} is a {kind}, not a plain Conv2d, so it has no single local kernel to "
-            "replace",
+            f"{attr} is a {kind}, not a plain Conv2d, so it has no single local kernel to replace",
             where=ctx.path,
             hint="ParC replaces nn.Conv2d / Conv2dSame only (not CondConv or mixed convs)",
         )
@@ -82,7 +87,9 @@ def check_local_conv(conv: nn.Module, ctx: ReplacementContext, attr: str) -> nn.
         )
     if kind == "Conv2d":
         # A 'same' conv pads dilation * (k - 1) / 2; anything else shifts or shrinks the map.
-        centred = tuple(d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size))
+        centred = tuple(
+            d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size, strict=True)
+        )
         if tuple(conv.padding) != centred:
             raise ReplacementError(
                 f"{attr} has padding {conv.padding}, not the 'same' padding {centred}",

@@ -37,6 +37,7 @@ app.command(name="convert", epilog=EXIT_CODE_HELP)(convert_command)
 
 
 def _register_subcommands() -> None:
+    from parc_surgery.cli import analysis as _analysis  # noqa: F401  (erf, bench, export)
     from parc_surgery.cli import inspect as _inspect  # noqa: F401  (registers on `app`)
 
 

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from parc_surgery.cli.common import (
-    EXIT_CODE_HELP,
     Output,
     handle_errors,
     parse_model_args,
@@ -16,20 +15,27 @@ from parc_surgery.cli.common import (
     parse_stages,
 )
 from parc_surgery.errors import UsageError
-from parc_surgery.report import FORMATS, dumps, print_plan, result_dict, totals_line
+from parc_surgery.report import FORMATS, dumps, print_plan, result_dict
 
 __all__ = ["convert_command"]
 
-ModelArg = Annotated[str, typer.Argument(help="timm model name, e.g. resnet50.", show_default=False)]
+ModelArg = Annotated[
+    str, typer.Argument(help="timm model name, e.g. resnet50.", show_default=False)
+]
 StagesOpt = Annotated[
     str | None,
-    typer.Option("--stages", help="Stages to convert, e.g. 3,4 (stage k = output stride 2^(k+1)). "
-                 "Default: the rules file's stages."),
+    typer.Option(
+        "--stages",
+        help="Stages to convert, e.g. 3,4 (stage k = output stride 2^(k+1)). "
+        "Default: the rules file's stages.",
+    ),
 ]
 RulesOpt = Annotated[
     str | None,
-    typer.Option("--rules", help="Rules YAML file or shipped config name. Default: chosen from "
-                 "the model's family."),
+    typer.Option(
+        "--rules",
+        help="Rules YAML file or shipped config name. Default: chosen from the model's family.",
+    ),
 ]
 InputSizeOpt = Annotated[
     str | None,
@@ -37,13 +43,16 @@ InputSizeOpt = Annotated[
 ]
 ModelArgsOpt = Annotated[
     list[str] | None,
-    typer.Option("--model-arg", help="KEY=VALUE passed to timm.create_model (VALUE is YAML); "
-                 "repeatable."),
+    typer.Option(
+        "--model-arg", help="KEY=VALUE passed to timm.create_model (VALUE is YAML); repeatable."
+    ),
 ]
 FormatOpt = Annotated[
     str, typer.Option("--format", "-f", help=f"Output format: {' | '.join(FORMATS)}.")
 ]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (and --format json).")]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print only errors (and --format json).")
+]
 
 
 def check_format(fmt: str) -> None:
@@ -79,8 +88,11 @@ def convert_command(
     ] = False,
     verify: Annotated[
         bool,
-        typer.Option("--verify", help="Also run original and converted on a seeded batch and "
-                     "report shapes, finiteness and cosine similarity."),
+        typer.Option(
+            "--verify",
+            help="Also run original and converted on a seeded batch and "
+            "report shapes, finiteness and cosine similarity.",
+        ),
     ] = False,
     export_onnx: Annotated[
         Path | None, typer.Option("--export-onnx", help="Also export the converted model to ONNX.")
@@ -135,25 +147,33 @@ def convert_command(
     if fmt == "json":
         ui.json(dumps(result_dict(result)))
         return
-    ui.info(f"verified: {result.verification.get('blocks_checked', 0)} swapped blocks keep "
-            f"their output shapes; model output {result.verification.get('output_shape')}")
+    ui.info(
+        f"verified: {result.verification.get('blocks_checked', 0)} swapped blocks keep "
+        f"their output shapes; model output {result.verification.get('output_shape')}"
+    )
     outputs = result.verification.get("outputs")
     if outputs:
-        ui.info(f"outputs on a seeded batch: finite={outputs['finite']}, cosine similarity to "
-                f"the original {outputs['cosine_similarity']:.4f} (ParC changes the function "
-                "until fine-tuned)")
+        ui.info(
+            f"outputs on a seeded batch: finite={outputs['finite']}, cosine similarity to "
+            f"the original {outputs['cosine_similarity']:.4f} (ParC changes the function "
+            "until fine-tuned)"
+        )
     onnx = result.verification.get("onnx")
     if onnx:
-        ui.info(f"exported ONNX to {onnx['path']}: max abs difference to PyTorch "
-                f"{onnx['max_abs_diff']:.2e}")
+        ui.info(
+            f"exported ONNX to {onnx['path']}: max abs difference to PyTorch "
+            f"{onnx['max_abs_diff']:.2e}"
+        )
     ui.info(f"wrote {result.output} (sha256 {result.output_sha256[:16]}...)")
 
 
 def _report_plan(ui: Output, planned) -> None:
     """Human plan output: the table or diff on stdout, notes and warnings on stderr."""
     plan = planned.plan
-    ui.info(f"rules: {plan.rules_source}; stages {','.join(map(str, plan.stages))}; "
-            f"input {plan.input_size[0]}x{plan.input_size[1]}")
+    ui.info(
+        f"rules: {plan.rules_source}; stages {','.join(map(str, plan.stages))}; "
+        f"input {plan.input_size[0]}x{plan.input_size[1]}"
+    )
     for warning in plan.warnings:
         ui.warn(warning)
     if ui.fmt == "json":
@@ -163,5 +183,3 @@ def _report_plan(ui: Output, planned) -> None:
         return
     if not ui.quiet:
         print_plan(plan, ui.fmt, ui.out)
-        if ui.fmt == "table":
-            ui.out.print(totals_line(plan), highlight=False)

@@ -3,8 +3,10 @@
 Every backend is split in two so the module can cache the expensive half in inference:
 ``prepare_<name>(weight, bias, pe, direction, groups, length)`` turns the parameters
 (already resampled to the runtime length) into a kernel form, and
-``apply_<name>(x, form, direction, groups)`` runs it on an input. All of them compute
-PARC.md section 1 exactly: y[b,o,i] = bias[o] + sum_c sum_k w[o,c,k] * x~[b,c,(i+k) mod L].
+``apply_<name>(x, form, direction, groups, out=None)`` runs it on an input. All of them
+compute PARC.md section 1 exactly: y[b,o,i] = bias[o] + sum_c sum_k w[o,c,k] * x~[b,c,(i+k) mod L].
+`out` (no-grad only) is a preallocated NCHW view the result is written into, which lets
+`ParCPair` fill one output tensor instead of concatenating two.
 """
 
 from __future__ import annotations
@@ -14,9 +16,23 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-__all__ = ["BACKENDS", "position_bias"]
+__all__ = ["BACKENDS", "eager_inference", "position_bias"]
 
 Form = dict[str, Any]
+
+
+def eager_inference() -> bool:
+    """True in plain eager no-grad runs, where in-place and out= shortcuts are safe.
+
+    Under autograd, torch.compile, FX, TorchScript tracing or ONNX export the backends
+    stick to out-of-place ops, which every tracer and exporter understands.
+    """
+    if torch.is_grad_enabled() or torch.jit.is_tracing() or torch.jit.is_scripting():
+        return False
+    compiler = getattr(torch, "compiler", None)
+    if compiler is not None and compiler.is_compiling():
+        return False
+    return not torch.fx._symbolic_trace.is_fx_tracing()
 
 
 def _axis(direction: str) -> int:
@@ -47,10 +63,15 @@ def prepare_spatial(weight, bias, pe, direction, groups, length) -> Form:
     return {"weight": weight, "bias": bias, "pe": pe}
 
 
-def apply_spatial(x: torch.Tensor, form: Form, direction: str, groups: int) -> torch.Tensor:
+def _emit(y: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    return y if out is None else out.copy_(y)
+
+
+def apply_spatial(x, form: Form, direction: str, groups: int, out=None) -> torch.Tensor:
     if form["pe"] is not None:
         x = x + form["pe"]
-    return F.conv2d(_circular_extend(x, _axis(direction)), form["weight"], form["bias"], groups=groups)
+    x = _circular_extend(x, _axis(direction))
+    return _emit(F.conv2d(x, form["weight"], form["bias"], groups=groups), out)
 
 
 # --- fft (Fast-ParC): correlation theorem along the global axis -----------------------
@@ -67,15 +88,20 @@ def prepare_fft(weight, bias, pe, direction, groups, length) -> Form:
     out_chs, cg, _ = w.shape
     spec = torch.fft.rfft(w, n=length, dim=-1).conj()  # (O, Cg, F)
     nf = spec.shape[-1]
-    pb = position_bias(w.unsqueeze(-1), None if bias is None else bias.to(cdt),
-                       None if pe is None else pe.to(cdt), groups)
+    pb = position_bias(
+        w.unsqueeze(-1),
+        None if bias is None else bias.to(cdt),
+        None if pe is None else pe.to(cdt),
+        groups,
+    )
     bias_spec = None
     if pb is not None:
         # Folding the position bias into the spectrum saves a full pass over the output.
         pb = pb.expand(out_chs, length) if pb.shape[-1] != length else pb
         bias_spec = torch.fft.rfft(pb, n=length, dim=-1)  # (O, F)
-        bias_spec = bias_spec.view(out_chs, nf, 1) if direction == "H" else bias_spec.view(
-            out_chs, 1, nf)
+        bias_spec = (
+            bias_spec.view(out_chs, nf, 1) if direction == "H" else bias_spec.view(out_chs, 1, nf)
+        )
     if cg == 1:
         og = out_chs // groups
         shape = (groups, og, nf, 1) if direction == "H" else (groups, og, 1, nf)
@@ -87,20 +113,27 @@ def prepare_fft(weight, bias, pe, direction, groups, length) -> Form:
     return {"spec": spec, "bias_spec": bias_spec, "cg": cg, "length": length}
 
 
-def apply_fft(x: torch.Tensor, form: Form, direction: str, groups: int) -> torch.Tensor:
+def apply_fft(x, form: Form, direction: str, groups: int, out=None) -> torch.Tensor:
     dim, length, spec = _axis(direction), form["length"], form["spec"]
     b, c, h, w = x.shape
     xf = torch.fft.rfft(x.to(_compute_dtype(x.dtype)), n=length, dim=dim)
+    bias_spec = form["bias_spec"]
     if form["cg"] == 1 and spec.dim() == 3:  # depthwise, multiplier 1
-        yf = xf * spec
+        if bias_spec is not None:
+            yf = torch.addcmul(bias_spec, xf, spec)  # one pass for product and bias
+        elif eager_inference():
+            yf = xf.mul_(spec)  # xf is ours and nothing needs it for backward
+        else:
+            yf = xf * spec
+        bias_spec = None
     elif form["cg"] == 1:  # depthwise with a channel multiplier
         yf = (xf.unflatten(1, (groups, 1)) * spec).flatten(1, 2)
     else:
         eq = "bgcfw,gocf->bgofw" if direction == "H" else "bgchf,gocf->bgohf"
         yf = torch.einsum(eq, xf.unflatten(1, (groups, c // groups)), spec).flatten(1, 2)
-    if form["bias_spec"] is not None:
-        yf = yf + form["bias_spec"]
-    return torch.fft.irfft(yf, n=length, dim=dim).to(x.dtype)
+    if bias_spec is not None:
+        yf = yf + bias_spec
+    return _emit(torch.fft.irfft(yf, n=length, dim=dim).to(x.dtype), out)
 
 
 # --- circulant: one L x L matrix per (out, in) kernel, run as batched matmul -----------
@@ -124,20 +157,31 @@ def prepare_circulant(weight, bias, pe, direction, groups, length) -> Form:
     return {"mat": mat, "pos_bias": pb, "cg": cg, "og": og}
 
 
-def apply_circulant(x: torch.Tensor, form: Form, direction: str, groups: int) -> torch.Tensor:
+def apply_circulant(x, form: Form, direction: str, groups: int, out=None) -> torch.Tensor:
     mat, cg, og = form["mat"], form["cg"], form["og"]
     b, c, h, w = x.shape
-    if direction == "H":
+    if cg == 1 and og == 1 and b > 1:
+        # Depthwise: einsum batches over channels with (L x L) @ (L x B*other) products,
+        # several times faster than matmul's broadcast over B*C tiny products at small L.
+        eq = "cij,bcjw->bciw" if direction == "H" else "cjw,bchj->bchw"
+        y = torch.einsum(eq, mat, x)
+    elif direction == "H":
         y = torch.matmul(mat, x.reshape(b, groups, cg * h, w)).view(b, groups * og, h, w)
-    elif cg == 1 and og == 1:  # depthwise: no permutes needed
+    elif cg == 1 and og == 1:
         y = torch.matmul(x, mat)
     else:
         xg = x.reshape(b, groups, cg, h, w).transpose(2, 3).reshape(b, groups, h, cg * w)
         y = torch.matmul(xg, mat).view(b, groups, h, og, w).transpose(2, 3)
         y = y.reshape(b, groups * og, h, w)
-    if form["pos_bias"] is not None:
-        y = y + form["pos_bias"]
-    return y
+    pb = form["pos_bias"]
+    if out is None:
+        eager = eager_inference()
+        if y.is_contiguous() or not eager:
+            y = y.contiguous()
+            return y if pb is None else (y.add_(pb) if eager else y + pb)
+        # einsum leaves channels outermost: go to NCHW in the same pass as the bias add.
+        out = torch.empty(y.shape, dtype=y.dtype, device=y.device)
+    return out.copy_(y) if pb is None else torch.add(y, pb, out=out)
 
 
 BACKENDS = {

@@ -26,7 +26,6 @@ import contextlib
 import json
 import math
 from collections.abc import Iterator
-from functools import lru_cache
 from importlib import resources
 
 import torch
@@ -64,14 +63,19 @@ def current_forced_impl() -> str | None:
     return _forced[-1] if _forced else None
 
 
-@lru_cache(maxsize=1)
-def load_calibration() -> dict:
-    """The shipped calibration table, or an empty one when the file is missing."""
-    try:
-        text = resources.files("parc_surgery.ops").joinpath("calibration.json").read_text()
-    except (FileNotFoundError, OSError):
-        return {"entries": []}
-    return json.loads(text)
+_calibration: dict | None = None
+
+
+def load_calibration(reload: bool = False) -> dict:
+    """The shipped calibration table (read once), or an empty one when the file is missing."""
+    global _calibration
+    if _calibration is None or reload:
+        try:
+            text = resources.files("parc_surgery.ops").joinpath("calibration.json").read_text()
+            _calibration = json.loads(text)
+        except (FileNotFoundError, OSError, json.JSONDecodeError):
+            _calibration = {"entries": []}
+    return _calibration
 
 
 def _kind(channels: int, groups: int) -> str:
@@ -97,8 +101,12 @@ def choose_impl(
     batch: int,
     other_len: int,
     dtype: torch.dtype = torch.float32,
+    direction: str | None = None,
 ) -> str:
-    """The backend "auto" uses for a ParC over `length` on (batch, channels, other_len)."""
+    """The backend "auto" uses for a ParC over `length` on (batch, channels, other_len).
+
+    `direction` ('H' / 'W'), when given, prefers calibration entries of that direction.
+    """
     forced = current_forced_impl()
     if forced is not None:
         return forced
@@ -111,6 +119,8 @@ def choose_impl(
     kind = _kind(channels, groups)
     lines = batch * channels * other_len
     entries = [e for e in load_calibration().get("entries", []) if e["kind"] == kind]
+    if direction is not None and any(e.get("direction") == direction for e in entries):
+        entries = [e for e in entries if e.get("direction") == direction]
     if entries:
 
         def distance(e: dict) -> float:
@@ -121,6 +131,7 @@ def choose_impl(
         times = min(entries, key=distance)["times"]
         times = {k: v for k, v in times.items() if k in allowed}
     else:
-        times = {k: v for k, v in _model_costs(length, channels, groups, lines).items()
-                 if k in allowed}
+        times = {
+            k: v for k, v in _model_costs(length, channels, groups, lines).items() if k in allowed
+        }
     return min(times, key=times.get)

@@ -26,9 +26,7 @@ def kernel_axis(direction: str) -> int:
 def check_input(x: torch.Tensor, in_chs: int) -> None:
     """Raise ValueError unless `x` is (B, in_chs, H, W)."""
     if x.dim() != 4 or x.shape[1] != in_chs:
-        raise ValueError(
-            f"ParC expects input of shape (B, {in_chs}, H, W), got {tuple(x.shape)}"
-        )
+        raise ValueError(f"ParC expects input of shape (B, {in_chs}, H, W), got {tuple(x.shape)}")
 
 
 def _check_params(weight, bias, pe, direction: str, groups: int) -> tuple[int, int]:
@@ -60,7 +58,8 @@ def resolve_impl(impl: str, x_shape, channels: int, groups: int, direction: str,
         return impl
     axis = kernel_axis(direction)
     b, _, h, w = x_shape
-    return choose_impl(x_shape[axis], channels, groups, b, w if axis == 2 else h, dtype)
+    other = w if axis == 2 else h
+    return choose_impl(x_shape[axis], channels, groups, b, other, dtype, direction)
 
 
 def parc(

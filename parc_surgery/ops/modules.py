@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from .backends import BACKENDS
+from .backends import BACKENDS, eager_inference
 from .functional import check_direction, check_input, kernel_axis, resolve_impl
 from .resample import resample_kernel
 
@@ -15,11 +15,6 @@ __all__ = ["ParC", "ParCPair"]
 
 # Distinct (length, dtype, device, backend) forms kept per module; resolutions rarely vary.
 _CACHE_SIZE = 8
-
-
-def _is_compiling() -> bool:
-    compiler = getattr(torch, "compiler", None)
-    return bool(compiler is not None and compiler.is_compiling())
 
 
 class ParC(nn.Module):
@@ -50,9 +45,7 @@ class ParC(nn.Module):
         if in_chs < 1 or out_chs < 1:
             raise ValueError(f"channels must be >= 1, got in_chs={in_chs}, out_chs={out_chs}")
         if groups < 1 or in_chs % groups or out_chs % groups:
-            raise ValueError(
-                f"groups={groups} must divide in_chs={in_chs} and out_chs={out_chs}"
-            )
+            raise ValueError(f"groups={groups} must divide in_chs={in_chs} and out_chs={out_chs}")
         if impl != "auto" and impl not in BACKENDS:
             raise ValueError(f"impl must be 'auto' or one of {tuple(BACKENDS)}, got {impl!r}")
         self.in_chs, self.out_chs, self.direction = in_chs, out_chs, direction
@@ -111,16 +104,17 @@ class ParC(nn.Module):
         """The backend this module runs for an input of `x_shape`."""
         return resolve_impl(self.impl, x_shape, self.in_chs, self.groups, self.direction, dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """ParC of `x`; `out` (eager no-grad only) is a (B, out_chs, H, W) view to fill."""
         check_input(x, self.in_chs)
         length = x.shape[kernel_axis(self.direction)]
         impl = self.resolved_impl(x.shape, x.dtype)
-        cacheable = not self.training and not torch.is_grad_enabled() and not _is_compiling()
+        cacheable = not self.training and eager_inference()
         if cacheable:
             form = self._cached_form(impl, length, x.dtype, x.device)
         else:
             form = self._make_form(impl, length, x.dtype)
-        return BACKENDS[impl][1](x, form, self.direction, self.groups)
+        return BACKENDS[impl][1](x, form, self.direction, self.groups, out)
 
     def train(self, mode: bool = True):
         self._forms.clear()
@@ -173,12 +167,22 @@ class ParCPair(nn.Module):
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
         c_h, c_w = channels // 2, channels - channels // 2
         self.channels, self.split = channels, (c_h, c_w)
-        self.parc_h = ParC(c_h, c_h, "H", kh, _half_groups(groups_per_half, c_h), use_pe,
-                           bias, impl)
-        self.parc_w = ParC(c_w, c_w, "W", kw, _half_groups(groups_per_half, c_w), use_pe,
-                           bias, impl)
+        self.parc_h = ParC(
+            c_h, c_h, "H", kh, _half_groups(groups_per_half, c_h), use_pe, bias, impl
+        )
+        self.parc_w = ParC(
+            c_w, c_w, "W", kw, _half_groups(groups_per_half, c_w), use_pe, bias, impl
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
         x_h, x_w = x.split(self.split, dim=1)
-        return torch.cat([self.parc_h(x_h), self.parc_w(x_w)], dim=1)
+        if not eager_inference():
+            return torch.cat([self.parc_h(x_h), self.parc_w(x_w)], dim=1)
+        # Inference: both halves write into one tensor, which saves the concatenation
+        # (and for circulant fuses it with the bias add).
+        y = torch.empty_like(x)  # keeps channels_last when the input has it
+        y_h, y_w = y.split(self.split, dim=1)
+        self.parc_h(x_h, out=y_h)
+        self.parc_w(x_w, out=y_w)
+        return y

@@ -1,0 +1,176 @@
+"""Parameters, MACs and CPU latency of an original model and its ParC conversion.
+
+MACs come from torch.utils.flop_counter at batch 1 with every ParC forced to the spatial
+backend: the FFT backend's complex multiplies are not counted as MACs by the flop
+counter, so counting it would make ParC look free. Latency is the median of several
+timed runs after a warm-up, under torch.inference_mode, in eval mode. The two models are
+timed in alternating rounds so a noisy neighbour slows both alike.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import statistics
+import time
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from parc_surgery.ops import IMPLS, forced_impl
+
+__all__ = [
+    "BENCH_IMPLS",
+    "bench_pair",
+    "count_macs",
+    "count_params",
+    "latency_stats",
+    "time_models",
+    "using_threads",
+]
+
+BENCH_IMPLS = ("auto", *IMPLS)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (shared ones once)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_size: tuple[int, int], *, batch: int = 1) -> int:
+    """Multiply-accumulates of one forward pass (flop counter / 2), ParC counted as spatial."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.zeros(batch, 3, *input_size)
+    counter = FlopCounterMode(display=False)
+    with _eval(model), forced_impl("spatial"), torch.inference_mode(), counter:
+        model(x)
+    return counter.get_total_flops() // 2
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def using_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with torch's intra-op thread count set to `threads` (None: as is)."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _impl_context(impl: str):
+    return contextlib.nullcontext() if impl == "auto" else forced_impl(impl)
+
+
+def time_models(
+    models: dict[str, nn.Module],
+    x: torch.Tensor,
+    *,
+    runs: int = 20,
+    warmup: int = 3,
+    impls: dict[str, str] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per forward of each model, `runs` each, timed in alternating rounds."""
+    impls = impls or {}
+    times: dict[str, list[float]] = {name: [] for name in models}
+    names = list(models)
+    with contextlib.ExitStack() as stack:
+        for model in models.values():
+            stack.enter_context(_eval(model))
+        stack.enter_context(torch.inference_mode())
+        for round_index in range(warmup + runs):
+            # Alternate the order so neither model always runs right after the other.
+            order = names if round_index % 2 == 0 else names[::-1]
+            for name in order:
+                with _impl_context(impls.get(name, "auto")):
+                    start = time.perf_counter()
+                    models[name](x)
+                    elapsed = time.perf_counter() - start
+                if round_index >= warmup:
+                    times[name].append(elapsed)
+    return times
+
+
+def latency_stats(seconds: list[float]) -> dict[str, float]:
+    """Median, min, max and quartiles of a list of timings, in milliseconds."""
+    ms = sorted(t * 1e3 for t in seconds)
+    if len(ms) >= 2:
+        q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive")
+    else:
+        q1 = q3 = ms[0]
+    return {
+        "median": statistics.median(ms),
+        "min": ms[0],
+        "max": ms[-1],
+        "q1": q1,
+        "q3": q3,
+        "runs": len(ms),
+    }
+
+
+def _ratio(after: float, before: float) -> float | None:
+    return after / before if before else None
+
+
+def bench_pair(
+    original: nn.Module,
+    converted: nn.Module,
+    input_size: tuple[int, int],
+    *,
+    batch: int = 1,
+    threads: int | None = None,
+    impl: str = "auto",
+    runs: int = 20,
+    warmup: int = 3,
+    seed: int = 0,
+) -> dict:
+    """Params, MACs and latency of both models and converted / original ratios.
+
+    `impl` forces one ParC backend in the converted model ("auto" lets each ParC choose).
+    """
+    if impl not in BENCH_IMPLS:
+        raise ValueError(f"impl must be one of {BENCH_IMPLS}, got {impl!r}")
+    if runs < 1 or warmup < 0 or batch < 1:
+        raise ValueError(f"need runs >= 1, warmup >= 0, batch >= 1; got {runs}, {warmup}, {batch}")
+    models = {"original": original, "converted": converted}
+    x = torch.randn(batch, 3, *input_size, generator=torch.Generator().manual_seed(seed))
+    with using_threads(threads):
+        figures = {
+            name: {"params": count_params(m), "macs": count_macs(m, input_size)}
+            for name, m in models.items()
+        }
+        times = time_models(models, x, runs=runs, warmup=warmup, impls={"converted": impl})
+        used_threads = torch.get_num_threads()
+    for name in models:
+        figures[name]["latency_ms"] = latency_stats(times[name])
+    return {
+        "input_size": list(input_size),
+        "batch": batch,
+        "threads": used_threads,
+        "impl": impl,
+        "runs": runs,
+        "warmup": warmup,
+        **figures,
+        "ratios": {
+            "params": _ratio(figures["converted"]["params"], figures["original"]["params"]),
+            "macs": _ratio(figures["converted"]["macs"], figures["original"]["macs"]),
+            "latency": _ratio(
+                figures["converted"]["latency_ms"]["median"],
+                figures["original"]["latency_ms"]["median"],
+            ),
+        },
+    }

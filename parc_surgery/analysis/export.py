@@ -1,0 +1,212 @@
+"""ONNX export of a converted model, checked against PyTorch with onnxruntime.
+
+The export runs with every ParC forced to the spatial (or circulant) backend, so the
+graph holds ordinary Conv / MatMul ops and no DFT, which many runtimes lack. It uses the
+TorchScript-based exporter (torch.onnx.export(dynamo=False)): it needs no onnxscript
+and handles the ParC modules as they are. Tracing records one input resolution: each
+ParC's kernel and position encoding are resampled for that resolution before the trace
+(on a copy of the model), so the file runs only at that height and width. The batch axis
+stays dynamic.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from parc_surgery.checkpoint import atomic_write, check_output
+from parc_surgery.errors import ExportError
+from parc_surgery.ops import ParC, forced_impl, resample_kernel
+
+__all__ = ["EXPORT_IMPLS", "EXPORT_OPSET", "baked_for_size", "export_onnx", "onnx_op_types"]
+
+EXPORT_OPSET = 17
+EXPORT_IMPLS = ("spatial", "circulant")
+_CHECK_BATCH = 2  # not the traced batch of 1, so the check also proves the batch is dynamic
+
+
+def onnx_op_types(model_proto) -> set[str]:
+    """Every op type in an ONNX model, including subgraphs and local functions."""
+    found: set[str] = set()
+
+    def visit(graph) -> None:
+        for node in graph.node:
+            found.add(node.op_type)
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    visit(attr.g)
+                for sub in attr.graphs:
+                    visit(sub)
+
+    visit(model_proto.graph)
+    for function in model_proto.functions:
+        for node in function.node:
+            found.add(node.op_type)
+    return found
+
+
+def baked_for_size(model: nn.Module, input_size: tuple[int, int]) -> nn.Module:
+    """A copy of `model` whose ParC kernels and pe are resampled to their lengths at input_size.
+
+    ParC resamples inside forward when the runtime length differs from the built one;
+    doing it once here puts plain constant kernels in the graph instead of interpolation
+    ops (which also do not all translate to ONNX).
+    """
+    baked = copy.deepcopy(model).eval()
+    lengths: dict[ParC, int] = {}
+
+    def record(module: ParC, args: tuple) -> None:
+        axis = 2 if module.direction == "H" else 3
+        lengths[module] = int(args[0].shape[axis])
+
+    hooks = [m.register_forward_pre_hook(record) for m in baked.modules() if isinstance(m, ParC)]
+    try:
+        with torch.no_grad():
+            baked(torch.zeros(1, 3, *input_size))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    with torch.no_grad():
+        for module, length in lengths.items():
+            if length == module.kernel_size:
+                continue
+            axis = 2 if module.direction == "H" else 3
+            module.weight = nn.Parameter(resample_kernel(module.weight, length, axis))
+            if module.pe is not None:
+                module.pe = nn.Parameter(resample_kernel(module.pe, length, axis))
+            module.kernel_size = length
+            module.train(False)  # drops kernel forms cached for the old parameters
+    return baked
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else 'no detail'}"
+
+
+def _trace_to_file(model: nn.Module, path: str, input_size: tuple[int, int], opset: int) -> None:
+    x = torch.zeros(1, 3, *input_size)
+    with warnings.catch_warnings():
+        # The tracer warns about every Python-int shape it records and the legacy
+        # exporter about its deprecation; both are expected here and only confuse users.
+        warnings.simplefilter("ignore")
+        # Grad stays enabled on purpose: without grad ParC takes cached, inference-only
+        # fast paths (in-place adds into preallocated outputs) that do not trace to ONNX.
+        with torch.enable_grad():
+            torch.onnx.export(
+                model,
+                (x,),
+                path,
+                dynamo=False,
+                opset_version=opset,
+                input_names=["input"],
+                output_names=["output"],
+                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                do_constant_folding=True,
+            )
+
+
+def _check_with_onnxruntime(
+    model: nn.Module, path: str, input_size: tuple[int, int], seed: int
+) -> tuple[float, float]:
+    """(max abs diff, max |reference|) between onnxruntime and PyTorch on a seeded batch."""
+    import onnxruntime
+
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(_CHECK_BATCH, 3, *input_size, generator=generator)
+    with torch.inference_mode():
+        reference = model(x)
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    (result,) = session.run(["output"], {"input": x.numpy()})
+    got = torch.from_numpy(result)
+    if tuple(got.shape) != tuple(reference.shape):
+        raise ExportError(
+            f"onnxruntime returned shape {tuple(got.shape)}, PyTorch {tuple(reference.shape)}"
+        )
+    return float((got - reference).abs().max()), float(reference.abs().max())
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    input_size: tuple[int, int],
+    force: bool = False,
+    impl: str = "spatial",
+    opset: int = EXPORT_OPSET,
+    atol: float = 1e-4,
+    seed: int = 0,
+) -> dict:
+    """Export `model` to ONNX at `input_size`, check it with onnxruntime; a dict of results.
+
+    The file is written atomically and only when the check passes; an existing file is
+    kept unless `force`. Raises ExportError when export fails, the graph holds a DFT op,
+    or onnxruntime's output differs from PyTorch's by more than `atol` (relative to the
+    output's magnitude when that exceeds 1).
+    """
+    import onnx
+
+    if impl not in EXPORT_IMPLS:
+        raise ExportError(
+            f"cannot export with the {impl!r} backend",
+            hint=f"use one of {', '.join(EXPORT_IMPLS)} (FFT has no portable ONNX form)",
+        )
+    if opset < EXPORT_OPSET:
+        raise ExportError(f"opset {opset} is too old", hint=f"use {EXPORT_OPSET} or newer")
+    input_size = (int(input_size[0]), int(input_size[1]))
+    target = check_output(path, force=force)  # fail before the slow part, not after
+    was_training = model.training
+    model.eval()
+    try:
+        with atomic_write(target, force=force) as tmp, forced_impl(impl):
+            try:
+                _trace_to_file(baked_for_size(model, input_size), tmp, input_size, opset)
+            except Exception as err:  # the exporter raises many types; all mean "failed"
+                raise ExportError(
+                    f"ONNX export of {type(model).__name__} failed ({_first_line(err)})",
+                    hint="rerun with --impl circulant, or report it with the traceback "
+                    "from the Python API",
+                ) from None
+            proto = onnx.load(tmp)
+            ops = onnx_op_types(proto)
+            if "DFT" in ops:
+                raise ExportError("the exported graph holds a DFT op although FFT was off")
+            try:
+                diff, scale = _check_with_onnxruntime(model, tmp, input_size, seed)
+            except ExportError:
+                raise
+            except Exception as err:
+                raise ExportError(
+                    f"onnxruntime cannot run the export ({_first_line(err)})"
+                ) from None
+            tolerance = atol * max(1.0, scale)
+            if not diff <= tolerance:  # also catches NaN
+                raise ExportError(
+                    f"onnxruntime's output differs from PyTorch's by {diff:.3g} "
+                    f"(tolerance {tolerance:.3g})",
+                    hint="try the other --impl; the file was not written",
+                )
+            size_bytes = Path(tmp).stat().st_size
+    finally:
+        model.train(was_training)
+    return {
+        "path": str(target),
+        "opset": opset,
+        "impl": impl,
+        "input_size": list(input_size),
+        "dynamic_axes": {"input": [0], "output": [0]},
+        "max_abs_diff": diff,
+        "tolerance": tolerance,
+        "ok": True,
+        "check_batch": _CHECK_BATCH,
+        "ops": sorted(ops),
+        "nodes": len(proto.graph.node),
+        "bytes": size_bytes,
+    }

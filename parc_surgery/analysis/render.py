@@ -1,0 +1,112 @@
+"""Tables and JSON-ready dicts for the erf, bench and export results."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from rich.table import Table
+
+from parc_surgery.report import human_count
+
+__all__ = ["bench_table", "erf_table", "export_lines", "json_ready"]
+
+
+def json_ready(data: Any) -> Any:
+    """A copy with NaN / inf floats as None (JSON has no NaN) and tuples as lists."""
+    if isinstance(data, dict):
+        return {str(k): json_ready(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_ready(v) for v in data]
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    return data
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value * 100:.1f}%"
+
+
+def _times(value: float | None) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}x"
+
+
+def erf_table(result: dict) -> Table:
+    """One row per model: the share of the input area holding 20/50/90% of the ERF mass."""
+    keys = list(result["original"]["area_ratio"])
+    table = Table(
+        title=f"ERF of {result['model']} (stages {result['stages']}), "
+        f"{result['input_size'][0]}x{result['input_size'][1]}, "
+        f"{result['inputs']['count']} {result['inputs']['kind']} inputs",
+        caption="high-contribution area ratio: the smallest share of the input area that "
+        "holds the given share of the gradient mass (larger = wider ERF)",
+        title_justify="left",
+        caption_justify="left",
+    )
+    table.add_column("model")
+    for key in keys:
+        table.add_column(f"{key}% mass", justify="right")
+    for name in ("original", "converted"):
+        ratios = result[name]["area_ratio"]
+        table.add_row(name, *(_pct(ratios[k]) for k in keys))
+    table.add_row("converted / original", *(_times(result["area_ratio_gain"][k]) for k in keys))
+    return table
+
+
+def _spread(stats: dict) -> str:
+    return f"{stats['min']:.2f}-{stats['max']:.2f} (IQR {stats['q1']:.2f}-{stats['q3']:.2f})"
+
+
+def bench_table(result: dict) -> Table:
+    """Rows params, MACs, latency and its spread; columns original, converted, ratio."""
+    orig, conv, ratios = result["original"], result["converted"], result["ratios"]
+    size = result["input_size"]
+    table = Table(
+        title=f"{result['model']} (stages {result['stages']}): {size[0]}x{size[1]}, "
+        f"batch {result['batch']}, {result['threads']} threads, ParC impl {result['impl']}, "
+        f"median of {result['runs']} runs",
+        caption="MACs at batch 1 with ParC counted as its spatial form; timings are "
+        "wall-clock on this machine and vary with its load",
+        title_justify="left",
+        caption_justify="left",
+    )
+    for column, justify in (
+        ("", "left"),
+        ("original", "right"),
+        ("converted", "right"),
+        ("converted / original", "right"),
+    ):
+        table.add_column(column, justify=justify)
+    table.add_row(
+        "params",
+        human_count(orig["params"]),
+        human_count(conv["params"]),
+        f"{ratios['params']:.3f}",
+    )
+    table.add_row(
+        "MACs", human_count(orig["macs"]), human_count(conv["macs"]), f"{ratios['macs']:.3f}"
+    )
+    table.add_row(
+        "latency median (ms)",
+        f"{orig['latency_ms']['median']:.2f}",
+        f"{conv['latency_ms']['median']:.2f}",
+        f"{ratios['latency']:.3f}",
+    )
+    table.add_row(
+        "latency min-max (ms)", _spread(orig["latency_ms"]), _spread(conv["latency_ms"]), ""
+    )
+    return table
+
+
+def export_lines(result: dict) -> list[str]:
+    """A few lines for people: where the file is, what it holds, how well it matched."""
+    size = result["input_size"]
+    return [
+        f"exported {result['path']} (opset {result['opset']}, ParC as {result['impl']}, "
+        f"{result['nodes']} nodes, {human_count(result['bytes'])}B)",
+        f"input 'input' (batch, 3, {size[0]}, {size[1]}): the batch is dynamic, the "
+        f"resolution is fixed at {size[0]}x{size[1]}",
+        f"onnxruntime vs PyTorch on a seeded batch of {result['check_batch']}: max abs "
+        f"difference {result['max_abs_diff']:.2e} (tolerance {result['tolerance']:.0e}): "
+        f"{'ok' if result['ok'] else 'FAILED'}",
+    ]

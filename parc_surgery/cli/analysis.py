@@ -1,0 +1,302 @@
+"""`parc-surgery erf`, `bench` and `export`: compare and ship converted models.
+
+Argument parsing and exit codes only; the work lives in parc_surgery.analysis.
+Importing this module registers the three commands on `parc_surgery.cli.app`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from parc_surgery.cli import app
+from parc_surgery.cli.common import (
+    EXIT_CODE_HELP,
+    Output,
+    handle_errors,
+    parse_model_args,
+    parse_size,
+    parse_stages,
+)
+from parc_surgery.errors import UsageError
+
+__all__ = ["bench_command", "erf_command", "export_command"]
+
+_FORMATS = ("table", "json")
+
+ModelArg = Annotated[
+    str, typer.Argument(help="timm model name, e.g. resnet50.", show_default=False)
+]
+StagesOpt = Annotated[
+    str | None,
+    typer.Option("--stages", help="Stages to convert, e.g. 3,4. Default: the rules file's."),
+]
+RulesOpt = Annotated[
+    str | None, typer.Option("--rules", help="Rules YAML file or shipped config name.")
+]
+InputSizeOpt = Annotated[
+    str | None,
+    typer.Option("--input-size", help="224 or 224x288 (HxW). Default: the model's pretrained_cfg."),
+]
+ModelArgsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--model-arg", help="KEY=VALUE passed to timm.create_model; repeatable."),
+]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", help="Local state_dict of the original model to load first."),
+]
+FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | json.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (and json).")]
+
+
+def _check_format(fmt: str) -> None:
+    if fmt not in _FORMATS:
+        raise UsageError(f"--format {fmt!r} is not one of {', '.join(_FORMATS)}")
+
+
+def _pair(ui: Output, model: str, **kwargs):
+    from parc_surgery.analysis.pair import convert_pair
+
+    with ui.steps(f"converting {model}") as on_step:
+        pair = convert_pair(model, on_step=on_step, **kwargs)
+    ui.info(
+        f"{model}: {len(pair.plan.swaps)} swaps in stages {pair.stages_label} "
+        f"at {pair.input_size[0]}x{pair.input_size[1]}"
+    )
+    return pair
+
+
+def _emit(ui: Output, fmt: str, data: dict, table) -> None:
+    from parc_surgery.analysis.render import json_ready
+    from parc_surgery.report import dumps
+
+    if fmt == "json":
+        ui.json(dumps(json_ready(data)))
+    elif not ui.quiet:
+        ui.out.print(table)
+
+
+@app.command(name="erf", epilog=EXIT_CODE_HELP)
+@handle_errors
+def erf_command(
+    model: ModelArg,
+    stages: StagesOpt = None,
+    rules: RulesOpt = None,
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            "--images",
+            help="Folder of images (resized, normalised with the model's "
+            "mean/std) to average the ERF over.",
+        ),
+    ] = None,
+    random: Annotated[
+        int | None,
+        typer.Option(
+            "--random", help="Average over N seeded random inputs instead (the default, with N=8)."
+        ),
+    ] = None,
+    input_size: InputSizeOpt = None,
+    weights: WeightsOpt = None,
+    model_arg: ModelArgsOpt = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="PNG to write. Default: <model>-erf.png."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out.")] = False,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for --random and new ParC parameters.")
+    ] = 0,
+    fmt: FormatOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Effective receptive field of MODEL before and after conversion (Luo et al. 2016).
+
+    The gradient of the last feature map's centre unit with respect to the input,
+    absolute, summed over colour channels, averaged over the inputs. Writes a PNG of both
+    maps on one log colour scale and prints the high-contribution area ratios: the
+    smallest share of the input area holding 20%, 50% and 90% of the gradient mass.
+    """
+    from parc_surgery.analysis.erf import (
+        compare_erf,
+        image_inputs,
+        normalisation_of,
+        random_inputs,
+    )
+    from parc_surgery.analysis.erf_plot import write_erf_png
+    from parc_surgery.analysis.render import erf_table
+    from parc_surgery.checkpoint import check_output
+
+    _check_format(fmt)
+    if images is not None and random is not None:
+        raise UsageError("give --images or --random, not both")
+    ui = Output(quiet=quiet, fmt=fmt)
+    target = out if out is not None else Path(f"{model.replace('/', '_')}-erf.png")
+    check_output(target, force=force)  # fail before the slow part, not after
+    pair = _pair(
+        ui,
+        model,
+        stages=parse_stages(stages),
+        rules=rules,
+        input_size=parse_size(input_size),
+        model_args=parse_model_args(model_arg),
+        weights=str(weights) if weights else None,
+        seed=seed,
+    )
+    if images is not None:
+        inputs = image_inputs(images, pair.input_size, *normalisation_of(pair.original))
+        kind = "image"
+    else:
+        inputs = random_inputs(8 if random is None else random, pair.input_size, seed=seed)
+        kind = "random"
+    result = compare_erf(pair.original, pair.converted, inputs)
+    maps = result.pop("maps")
+    result = {
+        "model": model,
+        "stages": pair.stages_label,
+        "input_size": list(pair.input_size),
+        "inputs": {"kind": kind, "count": int(inputs.shape[0])},
+        **result,
+    }
+    notes = tuple(
+        f"50% of the mass in {result[name]['area_ratio']['50'] * 100:.1f}% of the area"
+        for name in ("original", "converted")
+    )
+    result["png"] = write_erf_png(
+        maps["original"],
+        maps["converted"],
+        target,
+        force=force,
+        notes=notes,
+        title=f"ERF of {model}, ParC in stages {pair.stages_label} "
+        f"({pair.input_size[0]}x{pair.input_size[1]}, {inputs.shape[0]} {kind} inputs)",
+    )
+    _emit(ui, fmt, result, erf_table(result))
+    ui.info(f"wrote {result['png']}")
+
+
+@app.command(name="bench", epilog=EXIT_CODE_HELP)
+@handle_errors
+def bench_command(
+    model: ModelArg,
+    stages: StagesOpt = None,
+    rules: RulesOpt = None,
+    input_size: InputSizeOpt = None,
+    model_arg: ModelArgsOpt = None,
+    batch: Annotated[int, typer.Option("--batch", help="Batch size of the timed runs.")] = 1,
+    threads: Annotated[
+        int | None, typer.Option("--threads", help="torch intra-op threads. Default: torch's.")
+    ] = None,
+    impl: Annotated[
+        str,
+        typer.Option(
+            "--impl", help="ParC backend of the converted model: auto | spatial | fft | circulant."
+        ),
+    ] = "auto",
+    runs: Annotated[int, typer.Option("--runs", help="Timed runs per model.")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
+    fmt: FormatOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Params, MACs and median CPU latency of MODEL before and after conversion.
+
+    MACs are counted at batch 1 with ParC in its spatial form. Both models run in eval
+    mode under torch.inference_mode, timed in alternating rounds after a warm-up.
+    """
+    from parc_surgery.analysis.bench import BENCH_IMPLS, bench_pair
+    from parc_surgery.analysis.render import bench_table
+
+    _check_format(fmt)
+    if impl not in BENCH_IMPLS:
+        raise UsageError(f"--impl {impl!r} is not one of {', '.join(BENCH_IMPLS)}")
+    for name, value, least in (
+        ("--batch", batch, 1),
+        ("--runs", runs, 1),
+        ("--warmup", warmup, 0),
+        ("--threads", threads or 1, 1),
+    ):
+        if value < least:
+            raise UsageError(f"{name} must be at least {least}, got {value}")
+    ui = Output(quiet=quiet, fmt=fmt)
+    pair = _pair(
+        ui,
+        model,
+        stages=parse_stages(stages),
+        rules=rules,
+        input_size=parse_size(input_size),
+        model_args=parse_model_args(model_arg),
+    )
+    ui.info(f"timing {runs} runs of each model after {warmup} warm-up runs")
+    figures = bench_pair(
+        pair.original,
+        pair.converted,
+        pair.input_size,
+        batch=batch,
+        threads=threads,
+        impl=impl,
+        runs=runs,
+        warmup=warmup,
+    )
+    result = {"model": model, "stages": pair.stages_label, "swaps": len(pair.plan.swaps), **figures}
+    _emit(ui, fmt, result, bench_table(result))
+
+
+@app.command(name="export", epilog=EXIT_CODE_HELP)
+@handle_errors
+def export_command(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A parc-surgery checkpoint (.safetensors).", show_default=False)
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    input_size: Annotated[
+        str | None,
+        typer.Option(
+            "--input-size",
+            help="224 or 224x288 (HxW). Default: the size the checkpoint was converted at.",
+        ),
+    ] = None,
+    impl: Annotated[
+        str,
+        typer.Option(
+            "--impl", help="ParC backend to export: spatial (Conv) or circulant (MatMul)."
+        ),
+    ] = "spatial",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out.")] = False,
+    fmt: FormatOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Export a converted checkpoint to ONNX (opset 17) and check it with onnxruntime.
+
+    The export traces the model at one input size: ParC kernels and position encodings
+    are resampled for that size while tracing, so the file runs at that height and width
+    only (the batch axis is dynamic). Export again with --input-size for another size.
+    The graph holds Conv / MatMul ops only (no DFT); the file is written only when
+    onnxruntime's output matches PyTorch's within 1e-4 on a seeded batch.
+    """
+    from parc_surgery.analysis.export import EXPORT_IMPLS, export_onnx
+    from parc_surgery.analysis.render import export_lines
+    from parc_surgery.checkpoint import check_output, load, read_recipe
+
+    _check_format(fmt)
+    if impl not in EXPORT_IMPLS:
+        raise UsageError(
+            f"--impl {impl!r} is not one of {', '.join(EXPORT_IMPLS)}",
+            hint="FFT has no portable ONNX form",
+        )
+    ui = Output(quiet=quiet, fmt=fmt)
+    check_output(out, force=force)  # fail before the slow part, not after
+    recipe = read_recipe(checkpoint)
+    size = parse_size(input_size) or tuple(recipe["plan"]["input_size"])
+    with ui.steps(f"exporting {checkpoint.name}") as on_step:
+        on_step("load")
+        model = load(checkpoint)
+        on_step("export")
+        result = export_onnx(model, out, input_size=size, force=force, impl=impl)
+    if fmt == "json":
+        _emit(ui, fmt, result, None)
+        return
+    for line in export_lines(result):
+        ui.info(line)

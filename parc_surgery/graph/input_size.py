@@ -1,0 +1,53 @@
+"""Input sizes: parsing "224" / "224x288" and a model's default."""
+
+from __future__ import annotations
+
+import re
+
+from torch import nn
+
+from parc_surgery.errors import UsageError
+
+__all__ = ["DEFAULT_INPUT_SIZE", "default_input_size", "parse_input_size", "resolve_input_size"]
+
+DEFAULT_INPUT_SIZE = (224, 224)
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?$")
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """Parse "224" -> (224, 224) or "224x288" -> (224, 288), as (H, W)."""
+    found = _SIZE.match(str(text))
+    if found is None:
+        raise UsageError(
+            f"input size {text!r} is not a size",
+            hint='Give one number for a square input ("224") or HxW ("224x288")',
+        )
+    h = int(found.group(1))
+    w = int(found.group(2)) if found.group(2) is not None else h
+    if h < 1 or w < 1:
+        raise UsageError(f"input size {text!r} must be positive")
+    return h, w
+
+
+def default_input_size(model: nn.Module) -> tuple[int, int]:
+    """(H, W) from `model.pretrained_cfg["input_size"]`, else 224x224."""
+    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
+    size = cfg.get("input_size") if isinstance(cfg, dict) else None
+    if isinstance(size, (tuple, list)) and len(size) == 3:
+        return int(size[1]), int(size[2])
+    return DEFAULT_INPUT_SIZE
+
+
+def resolve_input_size(
+    value: str | int | tuple[int, int] | list[int] | None, model: nn.Module
+) -> tuple[int, int]:
+    """A CLI / API input size (text, int, (H, W) or None for the model's default) as (H, W)."""
+    if value is None:
+        return default_input_size(model)
+    if isinstance(value, int):
+        return parse_input_size(str(value))
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise UsageError(f"input size {tuple(value)} must be (H, W)")
+        return parse_input_size(f"{int(value[0])}x{int(value[1])}")
+    return parse_input_size(value)

@@ -1,0 +1,157 @@
+"""Rule sets: loading a file or a shipped config, and choosing a default per model.
+
+`load_rules` reads a YAML file and writes nothing; it returns a RuleSet, the validated
+schema plus where each rule came from ("file:line"), or raises RulesError.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from torch import nn
+
+from parc_surgery.errors import RulesError
+from parc_surgery.rules.schema import ReplaceOptions, RuleFileSpec, RuleSpec
+from parc_surgery.rules.validation import validate_rules
+from parc_surgery.rules.yaml_source import Positions, parse_yaml
+
+__all__ = [
+    "BUILTIN_DEFAULTS",
+    "RuleSet",
+    "default_rules_for",
+    "load_rules",
+    "parse_rules",
+    "shipped_configs",
+]
+
+# Options a rule gets when neither it nor the file's `defaults:` sets them.
+BUILTIN_DEFAULTS: dict[str, Any] = {"impl": "auto", "pe": True, "init": "paper"}
+
+
+@dataclass
+class RuleSet:
+    """A validated rules file and the position of each of its rules."""
+
+    spec: RuleFileSpec
+    source: str  # "shipped:<name>" or the path as given
+    label: str  # how messages name the file ("resnet50.yaml" or the path)
+    rule_lines: list[str]  # "file:line" of each rule, in order
+    positions: Positions
+
+    @property
+    def rules(self) -> list[RuleSpec]:
+        return self.spec.rules
+
+    @property
+    def stages(self) -> list[int] | None:
+        return self.spec.stages
+
+    @property
+    def leaf(self) -> list[str]:
+        return self.spec.leaf
+
+    def rule_label(self, i: int) -> str:
+        """How messages name rule i: "'name' (file:line)" or "rule 2 (file:line)"."""
+        name = self.spec.rules[i].name
+        return (
+            f"{name!r} ({self.rule_lines[i]})" if name else f"rule {i + 1} ({self.rule_lines[i]})"
+        )
+
+    def options_for(self, i: int) -> dict[str, Any]:
+        """Built-in defaults <- file `defaults:` <- the rule's own replace options."""
+        options = dict(BUILTIN_DEFAULTS)
+        for layer in (self.spec.defaults, self.spec.rules[i].replace):
+            if layer is not None:
+                options.update(_set_options(layer))
+        return options
+
+    def to_dict(self) -> dict[str, Any]:
+        """The validated rules as plain data (for a Plan's recipe)."""
+        return self.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def _set_options(options: ReplaceOptions) -> dict[str, Any]:
+    return {
+        name: getattr(options, name)
+        for name in ReplaceOptions.model_fields
+        if getattr(options, name) is not None
+    }
+
+
+def parse_rules(text: str, source: str = "<rules>", label: str | None = None) -> RuleSet:
+    """A RuleSet from YAML text; `label` names it in messages (default: `source`)."""
+    label = label or source
+    data, positions = parse_yaml(text, label)
+    spec = validate_rules(data, positions)
+    lines = [positions.line_of(("rules", i)) for i in range(len(spec.rules))]
+    return RuleSet(spec=spec, source=source, label=label, rule_lines=lines, positions=positions)
+
+
+def _configs_dir() -> Path:
+    return Path(str(resources.files("parc_surgery") / "configs"))
+
+
+def shipped_configs() -> dict[str, tuple[Path, str]]:
+    """{name: (path, one-line description)} of the rules files shipped with the package."""
+    found = {}
+    for path in sorted(_configs_dir().glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError:
+            data = {}
+        description = data.get("description") if isinstance(data, dict) else None
+        lines = str(description or "").strip().splitlines()
+        found[path.stem] = (path, lines[0] if lines else "")
+    return found
+
+
+def load_rules(path_or_name: str | Path) -> RuleSet:
+    """A rules file by path, or a shipped config by name ("resnet50")."""
+    path = Path(path_or_name)
+    shipped = shipped_configs()
+    if path.is_file():
+        source, label = str(path_or_name), str(path_or_name)
+    elif str(path_or_name) in shipped:
+        path = shipped[str(path_or_name)][0]
+        source, label = f"shipped:{path_or_name}", path.name
+    else:
+        what = "is a directory" if path.is_dir() else "does not exist"
+        raise RulesError(
+            f"rules file {str(path_or_name)!r} {what}",
+            hint=f"Give a YAML file or a shipped config: {', '.join(shipped)}",
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RulesError(f"cannot read rules file {label!r}: {exc}") from None
+    return parse_rules(text, source=source, label=label)
+
+
+def _has_class(model: nn.Module | None, module_name: str, class_name: str) -> bool:
+    if model is None:
+        return False
+    return any(
+        type(m).__name__ == class_name and type(m).__module__ == module_name
+        for m in model.modules()
+    )
+
+
+def default_rules_for(model_name: str, model: nn.Module | None = None) -> str:
+    """The shipped config for a model: resnet50, mobilenetv2, convnext, mobilevit or generic."""
+    name = model_name.split("/")[-1].split(".")[0].lower()  # "timm/resnet50.a1_in1k"
+    if fnmatch.fnmatch(name, "resnet*") or _has_class(model, "timm.models.resnet", "Bottleneck"):
+        return "resnet50"
+    if fnmatch.fnmatch(name, "mobilenetv2*"):
+        return "mobilenetv2"
+    if fnmatch.fnmatch(name, "convnext*"):
+        return "convnext"
+    if fnmatch.fnmatch(name, "mobilevit_*") or _has_class(
+        model, "timm.models.mobilevit", "MobileVitBlock"
+    ):
+        return "mobilevit"
+    return "generic"

@@ -1,0 +1,237 @@
+"""Matching rules to a model's modules.
+
+`match` reads a RuleSet, a ModelGraph and the model (for conv attributes) and writes
+nothing; it returns every selected module with its rule, replacement, resolved options
+and `first_in_container`, plus warnings (rules that matched nothing, stride-2 modules
+a rule would have selected). Conflicting rules raise RulesError; stages the model does
+not have raise UsageError.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from parc_surgery.errors import RulesError, UsageError
+from parc_surgery.graph.model_graph import ModelGraph, ModuleInfo
+from parc_surgery.rules.loading import RuleSet
+from parc_surgery.rules.schema import MatchSpec
+
+__all__ = ["Match", "MatchResult", "choose_stages", "is_depthwise_conv", "match"]
+
+
+@dataclass(frozen=True)
+class Match:
+    """One module selected by one rule."""
+
+    path: str  # qualified module name, e.g. "layer3.3"
+    rule: str  # how messages name the rule: "'name' (file:line)" or "rule 2 (file:line)"
+    rule_index: int  # 0-based position of the rule in the file
+    rule_name: str | None
+    location: str  # "file:line" of the rule
+    replacement: str  # registered replacement name
+    level: str  # "block" (match: module) or "op" (match: op)
+    options: dict[str, Any]  # impl, pe (a bool, resolved), init, kernel_size when set
+    first_in_container: bool  # first selected block of its container
+    info: ModuleInfo
+
+
+@dataclass
+class MatchResult:
+    matches: list[Match]  # in model order
+    warnings: list[str]
+    stages: list[int]  # the stages matching used
+    unmatched_rules: list[str] = field(default_factory=list)  # rule labels; --strict fails on them
+
+
+def is_depthwise_conv(module: nn.Module) -> bool:
+    """An nn.Conv2d with groups == in_channels == out_channels (a channel multiplier of 1)."""
+    return (
+        isinstance(module, nn.Conv2d)
+        and module.groups == module.in_channels == module.out_channels
+        and module.in_channels > 1
+    )
+
+
+def choose_stages(
+    requested: list[int] | tuple[int, ...] | None, ruleset: RuleSet, graph: ModelGraph
+) -> list[int]:
+    """--stages if given, else the file's `stages`, else every stage of the model."""
+    if not graph.has_spatial_stages:
+        raise UsageError(graph.no_spatial_reason or f"{graph.model_name} has no spatial stages")
+    available = sorted(graph.stages)
+    if requested:
+        chosen, origin = sorted(set(requested)), "requested"
+    elif ruleset.stages:
+        chosen, origin = sorted(set(ruleset.stages)), f"from {ruleset.label}'s `stages`"
+    else:
+        return available
+    missing = [s for s in chosen if s not in graph.stages]
+    if missing:
+        have = ", ".join(f"{s} (stride {graph.stages[s].stride})" for s in available)
+        raise UsageError(
+            f"{graph.model_name} has no stage {', '.join(map(str, missing))} ({origin}); "
+            f"its stages are {have}",
+            hint="Choose stages from that list with --stages",
+        )
+    return chosen
+
+
+def _positioned(spec: MatchSpec, info: ModuleInfo) -> bool:
+    if spec.index is None and spec.fraction is None:
+        return True
+    if info.index is None or info.container_len is None:
+        return False
+    return info.index in spec.select(info.container_len)
+
+
+def _is_candidate(spec: MatchSpec, info: ModuleInfo, module: nn.Module, stages: set[int]) -> bool:
+    if info.stage not in stages or info.out_shape is None:
+        return False
+    if spec.module is not None:
+        return info.type_name in spec.module
+    if not is_depthwise_conv(module):
+        return False
+    kh, kw = module.kernel_size
+    return kh == kw and (spec.kernel is None or kh in spec.kernel)
+
+
+def _strided(info: ModuleInfo, module: nn.Module) -> bool:
+    stride = getattr(module, "stride", 1) if isinstance(module, nn.Conv2d) else 1
+    return info.downsamples or stride not in (1, (1, 1))
+
+
+def _inside(path: str, ancestors: set[str]) -> str | None:
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:cut])
+        if prefix in ancestors:
+            return prefix
+    return None
+
+
+def _select(
+    ruleset: RuleSet, i: int, graph: ModelGraph, modules: dict[str, nn.Module], stages: list[int]
+) -> tuple[list[str], list[str]]:
+    """(selected paths, stride-2 paths skipped) of rule i, in model order."""
+    spec = ruleset.rules[i].match
+    allowed = set(stages) & set(spec.stages) if spec.stages else set(stages)
+    selected: list[str] = []
+    strided: list[str] = []
+    for path, info in graph.modules.items():
+        module = modules.get(path)
+        if module is None or not _is_candidate(spec, info, module, allowed):
+            continue
+        if not _positioned(spec, info):
+            continue
+        if spec.name is not None and not fnmatch.fnmatchcase(path, spec.name):
+            continue
+        if _inside(path, set(selected)):
+            continue  # an ancestor is already replaced whole by this rule
+        (strided if _strided(info, module) else selected).append(path)
+    return selected, strided
+
+
+def _check_accepts(
+    ruleset: RuleSet, i: int, paths: list[str], modules: dict[str, nn.Module]
+) -> None:
+    from parc_surgery.blocks.registry import get_replacement, replacement_names
+
+    name = ruleset.rules[i].replace.with_
+    if name not in replacement_names():
+        return  # not registered yet: validated against the built-in names only
+    replacement = get_replacement(name)
+    for path in paths:
+        if not replacement.can_replace(modules[path]):
+            raise RulesError(
+                f"{ruleset.rule_label(i)} selects {path} ({type(modules[path]).__name__}), "
+                f"but replacement {name!r} replaces only {', '.join(replacement.accepts)}",
+                hint="Narrow the match, or choose a replacement made for that class",
+            )
+
+
+def _check_conflicts(ruleset: RuleSet, owner: dict[str, int], path: str, i: int) -> None:
+    if path in owner:
+        raise RulesError(
+            f"{path} is matched by two rules: {ruleset.rule_label(owner[path])} and "
+            f"{ruleset.rule_label(i)}",
+            hint="Narrow one of them with stages, index, fraction or name",
+        )
+    outer = _inside(path, set(owner))
+    inner = next((p for p in owner if p.startswith(path + ".")), None)
+    if outer is not None or inner is not None:
+        a, b = (outer, path) if outer is not None else (path, inner)
+        first = owner[outer] if outer is not None else i
+        second = i if outer is not None else owner[inner]
+        raise RulesError(
+            f"{ruleset.rule_label(second)} selects {b}, which is inside {a}, selected by "
+            f"{ruleset.rule_label(first)}",
+            hint="A module is replaced whole or not at all: narrow one of the rules",
+        )
+
+
+def match(
+    ruleset: RuleSet,
+    graph: ModelGraph,
+    model: nn.Module,
+    stages: list[int] | tuple[int, ...] | None = None,
+) -> MatchResult:
+    """Select the modules each rule replaces in the chosen stages."""
+    chosen = choose_stages(stages, ruleset, graph)
+    modules = dict(model.named_modules())
+    owner: dict[str, int] = {}
+    warnings: list[str] = []
+    unmatched: list[str] = []
+    stage_text = ", ".join(map(str, chosen))
+    for i in range(len(ruleset.rules)):
+        selected, strided = _select(ruleset, i, graph, modules, chosen)
+        if strided:
+            warnings.append(
+                f"{ruleset.rule_label(i)} skipped {', '.join(strided)}: stride 2 (ParC is "
+                "stride 1, so downsampling blocks and convs are never replaced)"
+            )
+        if not selected:
+            unmatched.append(ruleset.rule_label(i))
+            warnings.append(f"{ruleset.rule_label(i)} matched nothing in stages {stage_text}")
+        _check_accepts(ruleset, i, selected, modules)
+        for path in selected:
+            _check_conflicts(ruleset, owner, path, i)
+            owner[path] = i
+    order = {path: n for n, path in enumerate(graph.modules)}
+    paths = sorted(owner, key=order.__getitem__)
+    firsts = _first_in_container(paths, graph)
+    matches = [_make_match(ruleset, owner[p], graph.modules[p], p in firsts) for p in paths]
+    return MatchResult(matches=matches, warnings=warnings, stages=chosen, unmatched_rules=unmatched)
+
+
+def _first_in_container(paths: list[str], graph: ModelGraph) -> set[str]:
+    first: dict[str, tuple[int, str]] = {}
+    for path in paths:
+        info = graph.modules[path]
+        key = info.container if info.container is not None else path
+        position = (info.index if info.index is not None else 0, path)
+        if key not in first or position < first[key]:
+            first[key] = position
+    return {path for _, path in first.values()}
+
+
+def _make_match(ruleset: RuleSet, i: int, info: ModuleInfo, first: bool) -> Match:
+    rule = ruleset.rules[i]
+    options = ruleset.options_for(i)
+    if options["pe"] == "first_in_container":
+        options["pe"] = first
+    return Match(
+        path=info.path,
+        rule=ruleset.rule_label(i),
+        rule_index=i,
+        rule_name=rule.name,
+        location=ruleset.rule_lines[i],
+        replacement=rule.replace.with_,
+        level=rule.match.level,
+        options=options,
+        first_in_container=first,
+        info=info,
+    )

@@ -1,0 +1,118 @@
+"""Validate parsed rules data against the schema; errors point at file:line:column.
+
+`validate_rules` reads the data and positions from `parse_yaml` and writes nothing; it
+returns the RuleFileSpec or raises RulesError whose `where` is the position of the
+offending key (unknown keys) or value (everything else).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from parc_surgery.errors import RulesError
+from parc_surgery.rules.schema import RuleFileSpec
+from parc_surgery.rules.yaml_source import DataPath, Positions
+
+__all__ = ["format_path", "validate_rules"]
+
+
+def format_path(path: DataPath) -> str:
+    """("rules", 0, "match", "index") -> "rules[0].match.index"."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "the file"
+
+
+def _data_path(loc: tuple[Any, ...], data: Any) -> DataPath:
+    """The part of a pydantic `loc` that walks real data (drops union tags like 'list[int]')."""
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
+            node = node[part]
+        elif isinstance(node, dict) and isinstance(part, str) and part not in node:
+            path.append(part)  # a missing key: keep it to name it
+            break
+        else:
+            continue
+        path.append(part)
+    return tuple(path)
+
+
+def _model_at(path: DataPath) -> type[BaseModel] | None:
+    """The schema class that validates the mapping at `path`."""
+    from parc_surgery.rules import schema
+
+    by_key = {
+        "match": schema.MatchSpec,
+        "replace": schema.ReplaceSpec,
+        "defaults": schema.ReplaceOptions,
+    }
+    if not path:
+        return schema.RuleFileSpec
+    if len(path) >= 2 and path[-2] == "rules" and isinstance(path[-1], int):
+        return schema.RuleSpec
+    return by_key.get(str(path[-1]))
+
+
+def _keys_of(model: type[BaseModel]) -> list[str]:
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _describe(error: dict[str, Any], path: DataPath) -> str:
+    kind = error["type"]
+    where = format_path(path[:-1]) if path else "the file"
+    if kind == "extra_forbidden":
+        model = _model_at(path[:-1])
+        expected = f"; expected one of: {', '.join(_keys_of(model))}" if model else ""
+        return f"unknown key {path[-1]!r} in {where}{expected}"
+    if kind == "missing":
+        return f"missing key {path[-1]!r} in {where}"
+    message = str(error["msg"])
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    if kind in ("value_error", "assertion_error"):
+        return f"{format_path(path)}: {message}"
+    found = error.get("input")
+    shown = f"{found!r} ({type(found).__name__})" if not isinstance(found, dict) else "a mapping"
+    if message.startswith("Input should be "):
+        message = "expected " + message[len("Input should be ") :]
+    else:
+        message = message[0].lower() + message[1:]
+    return f"{format_path(path)}: {message}; found {shown}"
+
+
+def validate_rules(data: Any, positions: Positions) -> RuleFileSpec:
+    """The validated RuleFileSpec; RulesError at the first offending position otherwise."""
+    if not isinstance(data, dict):
+        found = "an empty file" if data is None else f"{type(data).__name__} {data!r}"
+        raise RulesError(
+            f"a rules file is a mapping with 'version: 1' and 'rules:'; found {found}",
+            where=positions.where(()),
+        )
+    try:
+        return RuleFileSpec.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+    described = []
+    seen: set[DataPath] = set()
+    for error in errors:
+        path = _data_path(tuple(error["loc"]), data)
+        if path in seen:
+            continue  # one message per place (a union reports each of its members)
+        seen.add(path)
+        is_key = error["type"] == "extra_forbidden"
+        _, mark = positions.nearest(path, key=is_key)
+        where = positions.where(path, key=is_key)
+        described.append(((mark.line, mark.column), where, _describe(error, path)))
+    described.sort(key=lambda item: item[0])  # report in file order
+    _, where, what = described[0]
+    more = [f"{w}: {d}" for _, w, d in described[1:]]
+    if more:
+        what += f" (and {len(more)} more: " + "; ".join(more) + ")"
+    raise RulesError(what, where=where, hint="See the rules reference in the README")
