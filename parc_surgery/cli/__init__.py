@@ -36,9 +36,10 @@ app = typer.Typer(
 app.command(name="convert", epilog=EXIT_CODE_HELP)(convert_command)
 
 
-def _register_subcommands() -> None:
-    from parc_surgery.cli import analysis as _analysis  # noqa: F401  (erf, bench, export)
-    from parc_surgery.cli import inspect as _inspect  # noqa: F401  (registers on `app`)
+# Importing these modules registers their commands on `app` (they import it from here).
+from parc_surgery.cli import analysis as _analysis  # noqa: E402, F401  (erf, bench, export)
+from parc_surgery.cli import batch as _batch  # noqa: E402, F401
+from parc_surgery.cli import inspect as _inspect  # noqa: E402, F401  (inspect, rules)
 
 
 def main() -> None:

@@ -1,0 +1,180 @@
+"""`parc-surgery inspect MODEL` and `parc-surgery rules ...`: help a user write rules."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from parc_surgery.cli import app
+from parc_surgery.cli.common import (
+    EXIT_CODE_HELP,
+    Output,
+    handle_errors,
+    parse_model_args,
+    parse_size,
+)
+from parc_surgery.cli.convert import InputSizeOpt, ModelArg, ModelArgsOpt, QuietOpt
+from parc_surgery.errors import ParcSurgeryError, UsageError
+from parc_surgery.report import dumps
+
+rules_app = typer.Typer(
+    help="List the shipped rule files or validate your own.", no_args_is_help=True
+)
+app.add_typer(rules_app, name="rules")
+
+JsonOpt = Annotated[str, typer.Option("--format", "-f", help="table | json.")]
+
+
+def _check(fmt: str) -> None:
+    if fmt not in ("table", "json"):
+        raise UsageError(f"--format {fmt!r} is not one of table, json")
+
+
+def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[str, Any]:
+    """Stages, containers and what each shipped config would select in model `name`."""
+    from parc_surgery.convert import create_model
+    from parc_surgery.graph import analyze
+    from parc_surgery.rules import load_rules, match, shipped_configs
+
+    model = create_model(name, model_args).eval()
+    graph = analyze(model, input_size=input_size)
+    stages = []
+    for stage in graph.stages.values():
+        containers = []
+        for path, length in stage.containers:
+            block_types = sorted(
+                {type(child).__name__ for child in model.get_submodule(path).children()}
+            )
+            containers.append({"path": path, "blocks": length, "types": block_types})
+        stages.append(
+            {
+                "stage": stage.stage,
+                "stride": stage.stride,
+                "feature_size": list(stage.feature_size),
+                "channels": stage.channels,
+                "containers": containers,
+            }
+        )
+    shipped = {}
+    for config in shipped_configs():
+        try:
+            result = match(load_rules(config), graph, model, None)
+            shipped[config] = {"stages": result.stages, "matches": [m.path for m in result.matches]}
+        except ParcSurgeryError as err:
+            shipped[config] = {"stages": [], "matches": [], "error": err.message}
+    return {
+        "model": name,
+        "input_size": list(graph.input_size),
+        "stages": stages,
+        "no_spatial_reason": graph.no_spatial_reason,
+        "shipped_rules": shipped,
+    }
+
+
+@app.command(name="inspect", epilog=EXIT_CODE_HELP)
+@handle_errors
+def inspect_command(
+    model: ModelArg,
+    input_size: InputSizeOpt = None,
+    model_arg: ModelArgsOpt = None,
+    fmt: JsonOpt = "table",
+    quiet: QuietOpt = False,
+) -> None:
+    """Show a model's stages and block containers, and what each shipped rule would match."""
+    from parc_surgery.rules import default_rules_for
+
+    _check(fmt)
+    ui = Output(quiet=quiet, fmt=fmt)
+    overview = model_overview(model, parse_model_args(model_arg), parse_size(input_size))
+    if fmt == "json":
+        ui.json(dumps(overview))
+        return
+    if quiet:
+        return
+    if overview["no_spatial_reason"]:
+        ui.out.print(overview["no_spatial_reason"], highlight=False, markup=False)
+    table = Table(
+        title=f"{model} at {overview['input_size'][0]}x{overview['input_size'][1]}",
+        title_justify="left",
+    )
+    for column in ("stage", "stride", "size", "channels", "container", "blocks", "block types"):
+        table.add_column(column)
+    for stage in overview["stages"]:
+        for number, container in enumerate(stage["containers"] or [{}]):
+            first = number == 0
+            table.add_row(
+                str(stage["stage"]) if first else "",
+                str(stage["stride"]) if first else "",
+                "x".join(map(str, stage["feature_size"])) if first else "",
+                str(stage["channels"]) if first else "",
+                container.get("path", "-"),
+                str(container.get("blocks", "")),
+                ", ".join(container.get("types", [])),
+            )
+    ui.out.print(table)
+    chosen = default_rules_for(model)
+    rules_table = Table(title="shipped rules (default stages)", title_justify="left")
+    for column in ("rules", "stages", "would replace"):
+        rules_table.add_column(column)
+    for config, found in overview["shipped_rules"].items():
+        label = f"{config} (default)" if config == chosen else config
+        selected = ", ".join(found["matches"]) or found.get("error", "nothing")
+        rules_table.add_row(label, ",".join(map(str, found["stages"])), selected)
+    ui.out.print(rules_table)
+
+
+@rules_app.command(name="list")
+@handle_errors
+def rules_list_command(fmt: JsonOpt = "table") -> None:
+    """The shipped rule files, one line each."""
+    from parc_surgery.rules import shipped_configs
+
+    _check(fmt)
+    ui = Output(fmt=fmt)
+    configs = shipped_configs()
+    if fmt == "json":
+        ui.json(
+            dumps({name: {"path": str(p), "description": d} for name, (p, d) in configs.items()})
+        )
+        return
+    for name, (_, description) in configs.items():
+        ui.out.print(f"{name:<12} {description}", highlight=False, markup=False)
+
+
+@rules_app.command(name="validate", epilog=EXIT_CODE_HELP)
+@handle_errors
+def rules_validate_command(
+    file: Annotated[str, typer.Argument(help="Rules YAML file (or a shipped config name).")],
+    model: Annotated[
+        str | None, typer.Option("--model", help="Also match the rules against this timm model.")
+    ] = None,
+    stages: Annotated[str | None, typer.Option("--stages", help="Stages for --model.")] = None,
+    input_size: InputSizeOpt = None,
+    model_arg: ModelArgsOpt = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 3 if a rule matches nothing.")
+    ] = False,
+) -> None:
+    """Check a rules file: YAML, schema, replacement names; optionally against a model."""
+    from parc_surgery.cli.common import parse_stages
+    from parc_surgery.convert import plan_conversion
+    from parc_surgery.rules import load_rules
+
+    ui = Output()
+    ruleset = load_rules(file)
+    ui.out.print(f"{file}: valid ({len(ruleset.rules)} rules)", highlight=False, markup=False)
+    if model:
+        planned = plan_conversion(
+            model,
+            rules=file,
+            stages=parse_stages(stages),
+            input_size=parse_size(input_size),
+            model_args=parse_model_args(model_arg),
+            strict=strict,
+        )
+        for warning in planned.plan.warnings:
+            ui.warn(warning)
+        paths = ", ".join(s.path for s in planned.plan.swaps) or "nothing"
+        ui.out.print(f"{model}: would replace {paths}", highlight=False, markup=False)
