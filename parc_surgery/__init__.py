@@ -1,3 +1,47 @@
-"""parc-surgery: convert timm vision models to ParC / Fast-ParC networks."""
+"""parc-surgery: convert timm vision models to ParC / Fast-ParC networks.
+
+    import parc_surgery as ps
+    planned = ps.plan_conversion("resnet50", stages=[3, 4])   # changes nothing
+    result = ps.convert("resnet50", stages=[3, 4], output="r50-parc.safetensors")
+    model = ps.load("r50-parc.safetensors")
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Plan",
+    "Swap",
+    "__version__",
+    "apply_plan",
+    "convert",
+    "create_model",
+    "load",
+    "plan_conversion",
+    "save",
+    "verify",
+]
+
+# Lazy, so `import parc_surgery` stays cheap and the CLI starts fast.
+_EXPORTS = {
+    "Plan": "parc_surgery.plan",
+    "Swap": "parc_surgery.plan",
+    "apply_plan": "parc_surgery.apply",
+    "verify": "parc_surgery.apply",
+    "convert": "parc_surgery.convert",
+    "create_model": "parc_surgery.convert",
+    "plan_conversion": "parc_surgery.convert",
+    "load": "parc_surgery.checkpoint",
+    "save": "parc_surgery.checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'parc_surgery' has no attribute {name!r}")

@@ -119,7 +119,11 @@ def erf_command(
     absolute, summed over colour channels, averaged over the inputs. Writes a PNG of both
     maps on one log colour scale and prints the high-contribution area ratios: the
     smallest share of the input area holding 20%, 50% and 90% of the gradient mass.
+    The published ERF comparisons use trained models: pass --weights; at random
+    initialisation the difference can be small or even reversed.
     """
+    import torch
+
     from parc_surgery.analysis.erf import (
         compare_erf,
         image_inputs,
@@ -133,6 +137,8 @@ def erf_command(
     _check_format(fmt)
     if images is not None and random is not None:
         raise UsageError("give --images or --random, not both")
+    if images is not None and not images.is_dir():
+        raise UsageError(f"--images {images}: not a directory")
     ui = Output(quiet=quiet, fmt=fmt)
     target = out if out is not None else Path(f"{model.replace('/', '_')}-erf.png")
     check_output(target, force=force)  # fail before the slow part, not after
@@ -154,6 +160,13 @@ def erf_command(
         kind = "random"
     result = compare_erf(pair.original, pair.converted, inputs)
     maps = result.pop("maps")
+    if torch.allclose(maps["original"], maps["converted"], rtol=1e-4, atol=0.0):
+        ui.warn(
+            "the two ERFs are the same: the swapped layers do not reach the output with "
+            "these weights (timm initialises some blocks' last norm to zero, e.g. ResNet's "
+            "zero_init_last); measure trained --weights, or pass --model-arg "
+            "zero_init_last=false"
+        )
     result = {
         "model": model,
         "stages": pair.stages_label,

@@ -32,7 +32,9 @@ def eager_inference() -> bool:
     compiler = getattr(torch, "compiler", None)
     if compiler is not None and compiler.is_compiling():
         return False
-    return not torch.fx._symbolic_trace.is_fx_tracing()
+    fx = torch.fx._symbolic_trace
+    tracing = getattr(fx, "is_fx_symbolic_tracing", None) or fx.is_fx_tracing
+    return not tracing()
 
 
 def _axis(direction: str) -> int:
@@ -109,13 +111,42 @@ def prepare_fft(weight, bias, pe, direction, groups, length) -> Form:
         if og == 1:
             spec = spec.squeeze(1)
     else:
-        spec = spec.reshape(groups, out_chs // groups, cg, nf)
+        # Dense / grouped: per frequency a complex (Og x Cg) matrix, written as the real
+        # (2Og x 2Cg) block [[Re, -Im], [Im, Re]] so one real batched GEMM (fast BLAS)
+        # does the contraction instead of a complex einsum.
+        og = out_chs // groups
+        s4 = spec.reshape(groups, og, cg, nf).permute(0, 3, 1, 2)  # (G, F, Og, Cg)
+        re, im = s4.real, s4.imag
+        block = torch.cat([torch.cat([re, -im], -1), torch.cat([im, re], -1)], -2)
+        spec = block.reshape(groups * nf, 2 * og, 2 * cg)
+        if bias_spec is not None:  # (O, F) complex -> (G*F, 2*Og, 1) real, for baddbmm
+            bs = bias_spec.reshape(groups, og, nf).permute(0, 2, 1)  # (G, F, Og)
+            bias_spec = torch.cat([bs.real, bs.imag], -1).reshape(groups * nf, 2 * og, 1)
     return {"spec": spec, "bias_spec": bias_spec, "cg": cg, "length": length}
+
+
+def _fft_dense(xf: torch.Tensor, form: Form, direction: str, groups: int) -> torch.Tensor:
+    """Per-frequency channel contraction as one real bmm; xf and result are complex."""
+    b, cg = xf.shape[0], form["cg"]
+    nf = xf.shape[2] if direction == "H" else xf.shape[3]
+    other = xf.shape[3] if direction == "H" else xf.shape[2]
+    xr = torch.view_as_real(xf).unflatten(1, (groups, cg))  # (B, G, Cg, ., ., 2)
+    # to (G, F, re/im, Cg, B, other): rows of the GEMM are (re/im, channel)
+    perm = (1, 3, 5, 2, 0, 4) if direction == "H" else (1, 4, 5, 2, 0, 3)
+    xr = xr.permute(perm).reshape(groups * nf, 2 * cg, b * other)
+    spec, bias = form["spec"], form["bias_spec"]
+    y = torch.bmm(spec, xr) if bias is None else torch.baddbmm(bias, spec, xr)
+    og = spec.shape[1] // 2
+    y = y.view(groups, nf, 2, og, b, other)
+    back = (4, 0, 3, 1, 5, 2) if direction == "H" else (4, 0, 3, 5, 1, 2)
+    y = y.permute(back).reshape(
+        b, groups * og, *((nf, other) if direction == "H" else (other, nf)), 2
+    )
+    return torch.view_as_complex(y.contiguous())
 
 
 def apply_fft(x, form: Form, direction: str, groups: int, out=None) -> torch.Tensor:
     dim, length, spec = _axis(direction), form["length"], form["spec"]
-    b, c, h, w = x.shape
     xf = torch.fft.rfft(x.to(_compute_dtype(x.dtype)), n=length, dim=dim)
     bias_spec = form["bias_spec"]
     if form["cg"] == 1 and spec.dim() == 3:  # depthwise, multiplier 1
@@ -129,8 +160,8 @@ def apply_fft(x, form: Form, direction: str, groups: int, out=None) -> torch.Ten
     elif form["cg"] == 1:  # depthwise with a channel multiplier
         yf = (xf.unflatten(1, (groups, 1)) * spec).flatten(1, 2)
     else:
-        eq = "bgcfw,gocf->bgofw" if direction == "H" else "bgchf,gocf->bgohf"
-        yf = torch.einsum(eq, xf.unflatten(1, (groups, c // groups)), spec).flatten(1, 2)
+        yf = _fft_dense(xf, form, direction, groups)
+        bias_spec = None
     if bias_spec is not None:
         yf = yf + bias_spec
     return _emit(torch.fft.irfft(yf, n=length, dim=dim).to(x.dtype), out)

@@ -120,6 +120,7 @@ def _select(
     spec = ruleset.rules[i].match
     allowed = set(stages) & set(spec.stages) if spec.stages else set(stages)
     selected: list[str] = []
+    chosen: set[str] = set()
     strided: list[str] = []
     for path, info in graph.modules.items():
         module = modules.get(path)
@@ -129,9 +130,13 @@ def _select(
             continue
         if spec.name is not None and not fnmatch.fnmatchcase(path, spec.name):
             continue
-        if _inside(path, set(selected)):
+        if _inside(path, chosen):
             continue  # an ancestor is already replaced whole by this rule
-        (strided if _strided(info, module) else selected).append(path)
+        if _strided(info, module):
+            strided.append(path)
+        else:
+            selected.append(path)
+            chosen.add(path)
     return selected, strided
 
 
