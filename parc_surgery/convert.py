@@ -116,7 +116,7 @@ def plan_conversion(
         matches=result.matches,
         stages=result.stages,
         rules_source=ruleset.source,
-        rules=ruleset.spec.model_dump(mode="json"),
+        rules=ruleset.to_dict(),
         warnings=result.warnings,
     )
     return PlannedConversion(model, graph, plan, ruleset, weights_sha)

@@ -143,7 +143,7 @@ def build_plan(
         )
         original = model.get_submodule(match.path)
         new = build_replacement(original, swap)
-        swap.old_module = one_line(original)
+        swap.old_module = one_line(original, reference=new)
         swap.new_module = one_line(new, reference=original)
         swap.params_before = _params(original)
         swap.params_after = _params(new)

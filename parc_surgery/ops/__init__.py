@@ -1,4 +1,15 @@
-"""The ParC operator: backends (spatial, fft, circulant), dispatch, resampling, modules."""
+"""The ParC operator (PARC.md sec. 1-2): backends, dispatch, resampling, modules.
+
+- `ParC(in_chs, out_chs, direction, kernel_size, groups=1, use_pe=True, bias=True,
+  impl="auto")`: one direction; `ParCPair(channels, kernel_size, groups_per_half=None,
+  use_pe=True, bias=True, impl="auto")`: the plug-in for a local conv.
+- `parc(x, weight, bias, pe, direction, groups=1, impl="auto")`: the functional form.
+- Backends "spatial" (official circular extension + conv2d), "fft" (Fast-ParC) and
+  "circulant" (batched matmul), all computing the same function; "auto" picks one per
+  shape with `choose_impl` (see `parc_surgery.ops.dispatch` for how), `forced_impl(name)`
+  overrides every ParC inside it.
+- `resample_kernel(t, length, dim)`: the kernel / pe resampling used at other resolutions.
+"""
 
 from .dispatch import IMPLS, choose_impl, forced_impl
 from .functional import parc

@@ -164,7 +164,8 @@ def apply_fft(x, form: Form, direction: str, groups: int, out=None) -> torch.Ten
         bias_spec = None
     if bias_spec is not None:
         yf = yf + bias_spec
-    return _emit(torch.fft.irfft(yf, n=length, dim=dim).to(x.dtype), out)
+    y = torch.fft.irfft(yf, n=length, dim=dim)
+    return y.to(x.dtype) if out is None else out.copy_(y)  # copy_ casts on the way
 
 
 # --- circulant: one L x L matrix per (out, in) kernel, run as batched matmul -----------

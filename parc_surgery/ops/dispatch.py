@@ -3,21 +3,23 @@
 How "auto" decides, in order:
 
 1. Inside ``forced_impl(name)`` every ParC runs backend ``name``, whatever its ``impl``.
-2. A backend that cannot run well is ruled out: circulant when its L x L matrices would
+2. L <= 2 runs spatial: a kernel of two taps leaves nothing to gain.
+3. A backend that cannot run well is ruled out: circulant when its L x L matrices would
    hold more than ``CIRCULANT_MAX_ELEMENTS`` numbers (dense convs at large L).
-3. The shipped calibration table (``calibration.json``, written by
+4. The shipped calibration table (``calibration.json``, written by
    ``benchmarks/bench_ops.py --write-calibration``) holds median times of each backend at
    a grid of shapes, separately for depthwise (one input channel per group) and dense /
-   grouped convs. ``auto`` takes the entry of the same kind nearest in
-   (log2 L, log2 of lines per call = batch * channels * other_len) and picks the backend
-   that was fastest there.
-4. Without a table (or with no entry of that kind) a rough analytic cost model decides:
+   grouped convs, and per direction ('H' and 'W' differ: oneDNN and pocketfft are faster
+   along the contiguous W axis). ``auto`` takes the entry of the same kind (and direction,
+   when known) nearest in (log2 L, half of log2 of the lines per call, where lines =
+   batch * channels * other_len) and picks the backend that was fastest there.
+5. Without a table (or with no entry of that kind) a rough analytic cost model decides:
    spatial costs L MACs per output, circulant the same at BLAS speed, fft O(log L) per
    output plus the per-frequency channel contraction.
 
-dtype does not change the choice except that float64 and bfloat16 go through the same
-table: the ratios between backends were measured to be similar (fft always computes in
-float32 or float64 internally).
+`dtype` is accepted so callers can pass it, but the table is measured in float32 and
+used for every dtype. Choices are memoised per argument tuple (the shapes of a model
+repeat), so "auto" costs a dict lookup per call.
 """
 
 from __future__ import annotations
@@ -83,14 +85,19 @@ def _kind(channels: int, groups: int) -> str:
 
 
 def _model_costs(length: int, channels: int, groups: int, lines: int) -> dict[str, float]:
-    """Rough seconds per backend; constants are order-of-magnitude fits on a 2-core CPU."""
-    cg = channels // groups
+    """Rough seconds per backend, fitted by eye to 2-core AVX-512 CPU measurements.
+
+    spatial and circulant both do L MACs per output (oneDNN runs long depthwise kernels
+    far below BLAS speed; circulant also streams its O*Cg*L*L matrix); fft does
+    O(log L) work per output plus a Cg-long contraction per frequency.
+    """
+    cg = max(channels // max(groups, 1), 1)
     macs = lines * cg * length * length
-    log_l = math.log2(length) + 1.0
+    matrix_bytes = channels * cg * length * length * 4
     return {
-        "spatial": 30e-6 + macs / (1.0e9 if cg == 1 else 20e9),
-        "circulant": 20e-6 + macs / (8e9 if cg == 1 else 10e9),
-        "fft": 60e-6 + lines * length * (log_l * 2.0 + cg * 8.0) / 1.5e9,
+        "spatial": 30e-6 + macs / (20e9 if cg == 1 else 150e9),
+        "circulant": 20e-6 + macs / 40e9 + matrix_bytes / 10e9,
+        "fft": 50e-6 + lines * length * (0.15e-9 * math.log2(length) + 0.1e-9 * cg),
     }
 
 
@@ -110,6 +117,17 @@ def choose_impl(
     forced = current_forced_impl()
     if forced is not None:
         return forced
+    table = load_calibration()
+    memo = table.setdefault("memo", {})  # lives and dies with the table it was read from
+    key = (length, channels, groups, batch, other_len, direction)
+    choice = memo.get(key)
+    if choice is None:
+        lines = batch * channels * other_len
+        choice = memo[key] = _choose(table, length, channels, groups, lines, direction)
+    return choice
+
+
+def _choose(table: dict, length: int, channels: int, groups: int, lines: int, direction) -> str:
     if length <= 2:
         return "spatial"  # nothing to gain: the kernel has at most two taps
     cg = max(channels // max(groups, 1), 1)
@@ -117,8 +135,7 @@ def choose_impl(
     if channels * cg * length * length > CIRCULANT_MAX_ELEMENTS:
         allowed.discard("circulant")
     kind = _kind(channels, groups)
-    lines = batch * channels * other_len
-    entries = [e for e in load_calibration().get("entries", []) if e["kind"] == kind]
+    entries = [e for e in table.get("entries", []) if e["kind"] == kind]
     if direction is not None and any(e.get("direction") == direction for e in entries):
         entries = [e for e in entries if e.get("direction") == direction]
     if entries:

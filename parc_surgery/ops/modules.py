@@ -24,7 +24,10 @@ class ParC(nn.Module):
     for 'W'). At another runtime length L the kernel and pe are linearly resampled to L.
     In eval mode without grad the backend's kernel form (spectrum, circulant matrices,
     folded position bias) is cached per (backend, L, dtype, device) and rebuilt when a
-    parameter changes (its version counter or storage) or `train()` is called.
+    parameter changes (its version counter or storage) or `train()` / `.to()` is called.
+    Under torch.compile (checked with the default inductor and aot_eager backends on CPU,
+    all three backends, forward and backward) the cache is bypassed and the kernel form
+    is computed inside the graph.
     """
 
     def __init__(
@@ -83,14 +86,18 @@ class ParC(nn.Module):
         prepare = BACKENDS[impl][0]
         return prepare(*self._params(length, dtype), self.direction, self.groups, length)
 
-    def _version_key(self) -> tuple:
-        return tuple(
-            (p._version, p.data_ptr()) for p in (self.weight, self.bias, self.pe) if p is not None
-        )
+    def _version_key(self) -> tuple | None:
+        params = [p for p in (self.weight, self.bias, self.pe) if p is not None]
+        try:
+            return tuple((p._version, p.data_ptr()) for p in params)
+        except RuntimeError:  # inference-mode tensors have no version counter
+            return None
 
     def _cached_form(self, impl: str, length: int, dtype: torch.dtype, device: torch.device):
         key = (impl, length, dtype, device)
         version = self._version_key()
+        if version is None:
+            return self._make_form(impl, length, dtype)
         hit = self._forms.get(key)
         if hit is not None and hit[0] == version:
             return hit[1]

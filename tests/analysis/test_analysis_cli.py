@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import pytest
+from analysis_testkit import converted_pair
 from PIL import Image
+from rich.console import Console
 from typer.testing import CliRunner
 
 import parc_surgery.cli.analysis  # noqa: F401  (registers erf, bench, export on `app`)
 from parc_surgery.analysis.erf_plot import erf_figure_pixels
+from parc_surgery.analysis.render import bench_table
 from parc_surgery.cli import app
 
 runner = CliRunner()
@@ -28,13 +32,12 @@ def assert_clean_error(result, code: int, fragment: str) -> None:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    """A converted resnet26 checkpoint at 64x64 (stages 3,4)."""
+    """A converted resnet26 checkpoint at 64x64 (the shared conversion, saved)."""
+    from parc_surgery.checkpoint import save
+
+    pair = converted_pair("resnet26")
     path = tmp_path_factory.mktemp("ckpt") / "resnet26-parc.safetensors"
-    result = runner.invoke(
-        app,
-        ["convert", "resnet26", "--stages", "3,4", "--input-size", "64", "-o", str(path), "-q"],
-    )
-    assert result.exit_code == 0, result.output
+    save(pair.converted, pair.plan, path)
     return path
 
 
@@ -151,9 +154,34 @@ def test_bench_json_holds_both_models_and_ratios():
 
 
 def test_bench_table_and_errors():
-    result = run("bench", "resnet26", "--input-size", "64", "--runs", "1", "--warmup", "0")
-    assert result.exit_code == 0, result.output
-    assert "latency median (ms)" in result.stdout and "MACs" in result.stdout
+    def figures(params, macs, median):
+        latency = {
+            "median": median,
+            "min": median - 1,
+            "max": median + 1,
+            "q1": median,
+            "q3": median,
+            "runs": 3,
+        }
+        return {"params": params, "macs": macs, "latency_ms": latency}
+
+    data = {
+        "model": "m",
+        "stages": "3,4",
+        "input_size": [64, 64],
+        "batch": 1,
+        "threads": 2,
+        "impl": "auto",
+        "runs": 3,
+        "original": figures(1000, 5000, 24.0),
+        "converted": figures(900, 4000, 25.0),
+        "ratios": {"params": 0.9, "macs": 0.8, "latency": 25 / 24},
+    }
+    console = Console(file=io.StringIO(), width=200)
+    console.print(bench_table(data))
+    text = console.file.getvalue()
+    assert "latency median (ms)" in text and "converted / original" in text
+    assert "1.042" in text  # the latency ratio, to three places
     assert_clean_error(run("bench", "resnet26", "--impl", "winograd"), 2, "--impl")
     assert_clean_error(run("bench", "resnet26", "--runs", "0"), 2, "--runs")
     assert_clean_error(run("bench", "resnet26", "--stages", "x"), 2, "--stages")

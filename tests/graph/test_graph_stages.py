@@ -44,6 +44,7 @@ def test_resnet50_module_infos():
     assert graph.modules["layer3.0.conv1"].stage == 2
     assert graph.modules["conv1"].stage == 0 and graph.modules["conv1"].container is None
     assert graph.modules["fc"].stride is None and graph.modules["fc"].feature_size is None
+    assert graph.output_shape == (1, 1000) and "" not in graph.modules
 
 
 def test_convnext_containers_are_the_blocks_sequentials():
