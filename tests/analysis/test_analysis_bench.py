@@ -85,6 +85,9 @@ def test_bench_pair_reports_both_models_and_consistent_ratios(impl):
     assert ratios["latency"] == pytest.approx(
         result["converted"]["latency_ms"]["median"] / result["original"]["latency_ms"]["median"]
     )
+    assert ratios["latency_min"] == pytest.approx(
+        result["converted"]["latency_ms"]["min"] / result["original"]["latency_ms"]["min"]
+    )
     assert result["original"]["params"] == count_params(original)
 
 

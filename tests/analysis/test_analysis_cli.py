@@ -175,7 +175,7 @@ def test_bench_table_and_errors():
         "runs": 3,
         "original": figures(1000, 5000, 24.0),
         "converted": figures(900, 4000, 25.0),
-        "ratios": {"params": 0.9, "macs": 0.8, "latency": 25 / 24},
+        "ratios": {"params": 0.9, "macs": 0.8, "latency": 25 / 24, "latency_min": 1.0},
     }
     console = Console(file=io.StringIO(), width=200)
     console.print(bench_table(data))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from ops_naive_parc import naive_parc
 
-from parc_surgery.ops import IMPLS, parc, resample_kernel
+from parc_surgery.ops import IMPLS, ParCPair, parc, resample_kernel
 
 SETTINGS = settings(max_examples=60, deadline=None, derandomize=True)
 
@@ -69,7 +69,9 @@ def rel_err(a, b):
 def test_forward_matches_naive_loop(impl, dtype, tol, case):
     x, weight, bias, pe = make_tensors(case, dtype)
     want = naive_parc(x, weight, bias, pe, case["direction"], case["groups"])
-    got = parc(x, weight, bias, pe, case["direction"], case["groups"], impl=impl)
+    # fp32 runs the no-grad inference shortcuts (in-place, out=), fp64 the autograd path.
+    with torch.set_grad_enabled(dtype == torch.float64):
+        got = parc(x, weight, bias, pe, case["direction"], case["groups"], impl=impl)
     assert got.shape == want.shape and got.dtype == dtype
     assert rel_err(got, want) <= tol
 
@@ -134,3 +136,33 @@ def test_backends_agree_in_bfloat16(impl):
     got = parc(*args, "H", 6, impl=impl)
     assert got.dtype == torch.bfloat16
     assert rel_err(got.double(), want) < 3e-2
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@settings(max_examples=15, deadline=None, derandomize=True)
+@given(
+    channels=st.integers(2, 7),
+    size=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    built=st.tuples(st.integers(1, 20), st.integers(1, 20)),
+    groups_per_half=st.sampled_from([None, 1]),
+    batch=st.integers(1, 3),
+    channels_last=st.booleans(),
+)
+def test_pair_inference_matches_naive_loop(
+    impl, channels, size, built, groups_per_half, batch, channels_last
+):
+    # Eval + no_grad: the cached forms and the one-output-tensor path of ParCPair.
+    m = ParCPair(channels, built, groups_per_half, impl=impl).double().eval()
+    x = torch.randn(batch, channels, *size, dtype=torch.float64)
+    halves = []
+    for half, x_half in zip((m.parc_h, m.parc_w), x.split(m.split, dim=1), strict=True):
+        axis = 2 if half.direction == "H" else 3
+        w = resample_kernel(half.weight, x.shape[axis], axis)
+        pe = resample_kernel(half.pe, x.shape[axis], axis)
+        halves.append(naive_parc(x_half, w, half.bias, pe, half.direction, half.groups))
+    want = torch.cat(halves, dim=1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), want, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(m(x), want, rtol=1e-10, atol=1e-10)  # from the cache
