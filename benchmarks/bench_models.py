@@ -127,6 +127,8 @@ def markdown(rows: list[tuple[str, float, float | None, dict]], args) -> str:
             f"| {'-' if official is None else f'{official:.2f}'} "
             f"| {'yes' if ratio['latency'] <= target else 'no'} |"
         )
+    if args.note:
+        lines += ["", args.note.strip()]
     return "\n".join(lines) + "\n"
 
 
@@ -158,6 +160,7 @@ def main() -> None:
         help="print the N most expensive ops of each converted model",
     )
     parser.add_argument("--write", action="store_true", help=f"update {DOC.name}")
+    parser.add_argument("--note", default="", help="a sentence to add under the table")
     args = parser.parse_args()
     wanted = {w.strip().lower() for w in args.only.split(",") if w.strip()}
     rows = []

@@ -122,7 +122,8 @@ def _check_with_onnxruntime(
     with torch.inference_mode():
         reference = model(x)
     options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3  # errors only: its warnings are not the user's business
+    # Fatal only: a failing run is reported once, as an ExportError, not also as a log line.
+    options.log_severity_level = 4
     session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     (result,) = session.run(["output"], {"input": x.numpy()})
     got = torch.from_numpy(result)
@@ -183,8 +184,11 @@ def export_onnx(
             except ExportError:
                 raise
             except Exception as err:
+                other = "circulant" if impl == "spatial" else "spatial"
                 raise ExportError(
-                    f"onnxruntime cannot run the export ({_first_line(err)})"
+                    f"onnxruntime cannot run the export at batch {_CHECK_BATCH} "
+                    f"({_first_line(err)})",
+                    hint=f"the file was not written; try --impl {other}",
                 ) from None
             tolerance = atol * max(1.0, scale)
             if not diff <= tolerance:  # also catches NaN

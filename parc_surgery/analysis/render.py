@@ -56,6 +56,10 @@ def erf_table(result: dict) -> Table:
     return table
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
 def _spread(stats: dict) -> str:
     return f"{stats['min']:.2f}-{stats['max']:.2f} (IQR {stats['q1']:.2f}-{stats['q3']:.2f})"
 
@@ -66,7 +70,8 @@ def bench_table(result: dict) -> Table:
     size = result["input_size"]
     table = Table(
         title=f"{result['model']} (stages {result['stages']}): {size[0]}x{size[1]}, "
-        f"batch {result['batch']}, {result['threads']} thread{'s' if result['threads'] != 1 else ''}, ParC impl {result['impl']}, "
+        f"batch {result['batch']}, {_plural(result['threads'], 'thread')}, "
+        f"ParC impl {result['impl']}, "
         f"median of {result['runs']} runs",
         caption="MACs at batch 1 with ParC counted as its spatial form; timings are "
         "wall-clock on this machine and vary with its load",

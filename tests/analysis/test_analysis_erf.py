@@ -118,3 +118,12 @@ def test_erf_png_is_written_atomically_with_the_expected_size(tmp_path):
     with pytest.raises(OutputError, match="already exists"):
         write_erf_png(maps["original"], maps["converted"], target, title="tiny")
     write_erf_png(maps["original"], maps["converted"], target, title="again", force=True)
+
+
+def test_erf_needs_a_spatial_feature_map():
+    class Tokens(torch.nn.Module):
+        def forward_features(self, x):
+            return x.flatten(2).transpose(1, 2)  # (B, N, C), as a ViT returns
+
+    with pytest.raises(UsageError, match=r"\(B, C, H, W\) feature map"):
+        erf_map(Tokens(), random_inputs(1, (8, 8)))
