@@ -49,7 +49,7 @@ def _circular_extend(x: torch.Tensor, dim: int) -> torch.Tensor:
 def position_bias(
     weight: torch.Tensor, bias: torch.Tensor | None, pe: torch.Tensor | None, groups: int
 ) -> torch.Tensor | None:
-    """Bias plus the ParC of pe alone, as (O, L): conv(x + pe) = conv(x) + conv(pe)."""
+    """Bias plus the ParC of pe alone, (O, L) ((O, 1) without pe): conv(x+pe) = conv(x)+conv(pe)."""
     if pe is None:
         return None if bias is None else bias[:, None]  # (O, 1), broadcasts over L
     w = weight.flatten(2)  # (O, Cg, L)
@@ -144,12 +144,13 @@ def apply_fft(x, form: Form, direction: str, groups: int, out=None) -> torch.Ten
     xf = torch.fft.rfft(x.to(_compute_dtype(x.dtype)), n=length, dim=dim)
     bias_spec = form["bias_spec"]
     if form["cg"] == 1 and spec.dim() == 3:  # depthwise, multiplier 1
+        # One pass for product and bias; in eager inference in place, since xf is ours
+        # and nothing needs it for backward (saves a spectrum-sized allocation).
+        eager = eager_inference()
         if bias_spec is not None:
-            yf = torch.addcmul(bias_spec, xf, spec)  # one pass for product and bias
-        elif eager_inference():
-            yf = xf.mul_(spec)  # xf is ours and nothing needs it for backward
+            yf = torch.addcmul(bias_spec, xf, spec, out=xf if eager else None)
         else:
-            yf = xf * spec
+            yf = xf.mul_(spec) if eager else xf * spec
         bias_spec = None
     elif form["cg"] == 1:  # depthwise with a channel multiplier
         yf = (xf.unflatten(1, (groups, 1)) * spec).flatten(1, 2)

@@ -145,8 +145,10 @@ def _choose(table: dict, length: int, channels: int, groups: int, lines: int, di
             d_lines = abs(math.log2(e["lines"]) - math.log2(lines))
             return d_len + 0.5 * d_lines
 
-        times = min(entries, key=distance)["times"]
-        times = {k: v for k, v in times.items() if k in allowed}
+        # Without a direction both directions' entries tie: their times are summed.
+        best = min(distance(e) for e in entries)
+        nearest = [e for e in entries if distance(e) == best]
+        times = {k: sum(e["times"][k] for e in nearest) for k in allowed}
     else:
         times = {
             k: v for k, v in _model_costs(length, channels, groups, lines).items() if k in allowed

@@ -156,7 +156,8 @@ class ParCPair(nn.Module):
 
     With odd C the 'W' half gets the extra channel (C - C//2). `kernel_size` is K or
     (kH, kW), the feature map size; `groups_per_half` None / "depthwise" makes each half
-    depthwise, an int g gives each half groups=g (1 is dense). Needs C >= 2.
+    depthwise, an int g gives each half groups=g (1 is dense). Needs C >= 2. In eager
+    inference both halves write into one preallocated output (no concatenation).
     """
 
     def __init__(

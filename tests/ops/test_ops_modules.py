@@ -167,17 +167,20 @@ def test_forced_impl_overrides_every_module_and_nests():
         pass
 
 
-def test_forced_spatial_has_no_fft_in_the_trace():
-    m = ParCPair(8, 56).eval()
-    x = torch.randn(2, 8, 56, 56)
-    with forced_impl("spatial"), torch.no_grad():
-        from torch.utils.flop_counter import FlopCounterMode
+@pytest.mark.parametrize("impl,expected", [("spatial", "convolution"), ("circulant", "bmm")])
+def test_forced_backend_has_no_fft_in_the_trace(impl, expected):
+    from torch.utils.flop_counter import FlopCounterMode
 
-        with FlopCounterMode(display=False) as counter:
-            m(x)
+    m = ParCPair(8, 56, impl="fft").eval()  # forced_impl beats even an explicit impl
+    x = torch.randn(2, 8, 56, 56)
+    with forced_impl(impl), torch.no_grad(), FlopCounterMode(display=False) as counter:
+        m(x)
     ops = {str(op) for op in counter.get_flop_counts()["Global"]}
-    assert any("convolution" in op for op in ops)
-    assert not any("fft" in op for op in ops)
+    assert any(expected in op for op in ops)
+    with torch.no_grad(), torch.profiler.profile() as prof, forced_impl(impl):
+        m(x)
+    names = {e.name for e in prof.events()}
+    assert not any("fft" in n for n in names), names
 
 
 def test_choose_impl_returns_a_backend():
