@@ -188,9 +188,18 @@ class ParCPair(nn.Module):
         if not eager_inference():
             return torch.cat([self.parc_h(x_h), self.parc_w(x_w)], dim=1)
         # Inference: both halves write into one tensor, which saves the concatenation
-        # (and for circulant fuses it with the bias add).
-        y = torch.empty_like(x)  # keeps channels_last when the input has it
+        # (and for circulant fuses it with the bias add). The backends want NCHW: a
+        # channels_last input (timm's ConvNeXt stages pass one) is converted once here
+        # and the result converted back, instead of every backend copying its half in and
+        # out (measured: 1.34 ms -> 0.87 ms per ConvNeXt-XT stage-3 block at batch 1).
+        channels_last = not x.is_contiguous() and x.is_contiguous(
+            memory_format=torch.channels_last
+        )
+        if channels_last:
+            x = x.contiguous()
+            x_h, x_w = x.split(self.split, dim=1)
+        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         y_h, y_w = y.split(self.split, dim=1)
         self.parc_h(x_h, out=y_h)
         self.parc_w(x_w, out=y_w)
-        return y
+        return y.contiguous(memory_format=torch.channels_last) if channels_last else y

@@ -166,3 +166,5 @@ def test_pair_inference_matches_naive_loop(
     with torch.no_grad():
         torch.testing.assert_close(m(x), want, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(m(x), want, rtol=1e-10, atol=1e-10)  # from the cache
+        if channels_last:  # the memory format the next layer expects is kept
+            assert m(x).is_contiguous(memory_format=torch.channels_last)
