@@ -15,10 +15,9 @@ from parc_surgery.cli import app
 from parc_surgery.cli.common import (
     EXIT_CODE_HELP,
     Output,
+    conversion_kwargs,
     handle_errors,
-    parse_model_args,
     parse_size,
-    parse_stages,
 )
 from parc_surgery.errors import UsageError
 
@@ -147,12 +146,14 @@ def erf_command(
     pair = _pair(
         ui,
         model,
-        stages=parse_stages(stages),
-        rules=rules,
-        input_size=parse_size(input_size),
-        model_args=parse_model_args(model_arg),
-        weights=str(weights) if weights else None,
         seed=seed,
+        **conversion_kwargs(
+            stages=stages,
+            rules=rules,
+            input_size=input_size,
+            model_arg=model_arg,
+            weights=weights,
+        ),
     )
     if images is not None:
         inputs = image_inputs(images, pair.input_size, *normalisation_of(pair.original))
@@ -239,10 +240,7 @@ def bench_command(
     pair = _pair(
         ui,
         model,
-        stages=parse_stages(stages),
-        rules=rules,
-        input_size=parse_size(input_size),
-        model_args=parse_model_args(model_arg),
+        **conversion_kwargs(stages=stages, rules=rules, input_size=input_size, model_arg=model_arg),
     )
     ui.info(f"timing {runs} runs of each model after {warmup} warm-up runs")
     figures = bench_pair(

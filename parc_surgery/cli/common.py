@@ -161,3 +161,21 @@ def parse_model_args(items: list[str] | None) -> dict[str, Any]:
             raise UsageError(f"--model-arg {item!r}: VALUE is not valid YAML") from None
         args[key.strip()] = tuple(parsed) if isinstance(parsed, list) else parsed
     return args
+
+
+def conversion_kwargs(
+    *,
+    stages: str | None,
+    rules: str | None,
+    input_size: str | None,
+    model_arg: list[str] | None,
+    weights: Any = None,
+) -> dict[str, Any]:
+    """The options every converting command shares, parsed for plan_conversion()."""
+    return {
+        "stages": parse_stages(stages),
+        "rules": rules,
+        "input_size": parse_size(input_size),
+        "model_args": parse_model_args(model_arg),
+        "weights": str(weights) if weights else None,
+    }

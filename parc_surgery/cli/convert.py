@@ -9,10 +9,8 @@ import typer
 
 from parc_surgery.cli.common import (
     Output,
+    conversion_kwargs,
     handle_errors,
-    parse_model_args,
-    parse_size,
-    parse_stages,
 )
 from parc_surgery.errors import UsageError
 from parc_surgery.report import FORMATS, dumps, print_plan, result_dict
@@ -108,15 +106,10 @@ def convert_command(
 
     check_format(fmt)
     ui = Output(quiet=quiet, fmt=fmt)
-    kwargs = dict(
-        stages=parse_stages(stages),
-        rules=rules,
-        input_size=parse_size(input_size),
-        model_args=parse_model_args(model_arg),
-        weights=str(weights) if weights else None,
-        pretrained=pretrained,
-        strict=strict,
+    kwargs = conversion_kwargs(
+        stages=stages, rules=rules, input_size=input_size, model_arg=model_arg, weights=weights
     )
+    kwargs.update(pretrained=pretrained, strict=strict)
     if dry_run:
         with ui.steps(f"planning {model}") as on_step:
             planned = plan_conversion(model, on_step=on_step, **kwargs)

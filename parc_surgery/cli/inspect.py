@@ -11,6 +11,7 @@ from parc_surgery.cli import app
 from parc_surgery.cli.common import (
     EXIT_CODE_HELP,
     Output,
+    conversion_kwargs,
     handle_errors,
     parse_model_args,
     parse_size,
@@ -158,7 +159,6 @@ def rules_validate_command(
     ] = False,
 ) -> None:
     """Check a rules file: YAML, schema, replacement names; optionally against a model."""
-    from parc_surgery.cli.common import parse_stages
     from parc_surgery.convert import plan_conversion
     from parc_surgery.rules import load_rules
 
@@ -168,11 +168,10 @@ def rules_validate_command(
     if model:
         planned = plan_conversion(
             model,
-            rules=file,
-            stages=parse_stages(stages),
-            input_size=parse_size(input_size),
-            model_args=parse_model_args(model_arg),
             strict=strict,
+            **conversion_kwargs(
+                stages=stages, rules=file, input_size=input_size, model_arg=model_arg
+            ),
         )
         for warning in planned.plan.warnings:
             ui.warn(warning)
