@@ -146,3 +146,29 @@ def test_pretrained_without_network_suggests_weights(tmp_path):
     )
     assert result.exit_code == 6, result.output
     assert "--weights" in result.output
+
+
+def test_a_block_that_changes_shape_fails_verification_with_exit_5(tmp_path, monkeypatch):
+    from parc_surgery.blocks import registry
+
+    # A private copy of the registry, so the broken replacement vanishes after the test.
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    name = "test_halving_block"
+
+    @registry.register_replacement(name, accepts=("Bottleneck",))
+    def halve(module, ctx):
+        return torch.nn.AvgPool2d(2)  # a broken replacement: output is half the size
+
+    rules = tmp_path / "broken.yaml"
+    rules.write_text(
+        f"version: 1\nstages: [4]\nrules:\n  - match: {{module: Bottleneck, index: [-1]}}\n"
+        f"    replace: {{with: {name}}}\n"
+    )
+    out = tmp_path / "never.safetensors"
+    result = CliRunner().invoke(
+        convert_app,
+        ["resnet26", "--rules", str(rules), "--input-size", "128", "-o", str(out)],
+    )
+    assert result.exit_code == 5, result.output
+    assert "layer4.1" in result.output and "(1, 2048, 2, 2)" in result.output
+    assert not out.exists() and list(tmp_path.iterdir()) == [rules]
