@@ -188,9 +188,9 @@ def prepare_circulant(weight, bias, pe, direction, groups, length) -> Form:
 def apply_circulant(x, form: Form, direction: str, groups: int, out=None) -> torch.Tensor:
     mat, cg, og = form["mat"], form["cg"], form["og"]
     b, c, h, w = x.shape
-    if cg == 1 and og == 1 and b == 1:
+    if cg == 1 and og == 1 and b == 1 and eager_inference():  # not when traced: b is baked in
         return _circulant_depthwise_single(x, form, direction, out)
-    if cg == 1 and og == 1:
+    if cg == 1 and og == 1 and b > 1:
         # Depthwise: einsum batches over channels with (L x L) @ (L x B*other) products,
         # several times faster than matmul's broadcast over B*C tiny products at small L.
         eq = "cij,bcjw->bciw" if direction == "H" else "cjw,bchj->bchw"
