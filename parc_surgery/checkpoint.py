@@ -83,8 +83,10 @@ def atomic_write(path: str | os.PathLike, *, force: bool = False):
     umask = os.umask(0)
     os.umask(umask)
     try:
-        os.chmod(tmp_name, 0o666 & ~umask)  # mkstemp's 0600 would surprise the user
         yield tmp_name
+        # After the writer: mkstemp's 0600 (which some writers recreate the file with)
+        # would surprise the user; give the file the mode an ordinary open() would.
+        os.chmod(tmp_name, 0o666 & ~umask)
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

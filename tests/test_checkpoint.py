@@ -42,6 +42,15 @@ def test_recipe_records_model_rules_input_size_and_version(converted):
     assert recipe["plan"]["rules"]
 
 
+def test_checkpoint_gets_the_mode_an_ordinary_file_would(converted):
+    import os
+
+    _, path = converted
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_existing_file_survives_without_force(converted, tmp_path):
     result, _ = converted
     target = tmp_path / "keep.safetensors"
