@@ -6,11 +6,15 @@ key (conv1/bn1, bn2, conv3/bn3, downsample, se) and the block's forward are unch
 
 from __future__ import annotations
 
-import copy
-
 from torch import nn
 
-from .local_conv import check_local_conv, dense_pair_for_conv, refuse_stride, require_type
+from .local_conv import (
+    check_local_conv,
+    dense_pair_for_conv,
+    refuse_stride,
+    require_type,
+    with_child,
+)
 from .registry import ReplacementContext, register_replacement
 
 __all__ = ["build_parc_bottleneck"]
@@ -42,6 +46,4 @@ def build_parc_bottleneck(module: nn.Module, ctx: ReplacementContext) -> nn.Modu
         refuse_stride(ctx, f"this Bottleneck has stride {block_stride}")
     conv = check_local_conv(module.conv2, ctx, "conv2")
     pair = dense_pair_for_conv(conv, ctx, "conv2")
-    new = copy.deepcopy(module)
-    new.conv2 = pair
-    return new.train(module.training)
+    return with_child(module, "conv2", pair)

@@ -6,11 +6,9 @@ norm, mlp, gamma (layer scale), shortcut and drop_path are kept; the block stays
 
 from __future__ import annotations
 
-import copy
-
 from torch import nn
 
-from .local_conv import check_local_conv, depthwise_pair_for_conv, require_type
+from .local_conv import check_local_conv, depthwise_pair_for_conv, require_type, with_child
 from .registry import ReplacementContext, register_replacement
 
 __all__ = ["build_parc_convnext"]
@@ -26,6 +24,4 @@ def build_parc_convnext(module: nn.Module, ctx: ReplacementContext) -> nn.Module
     # shortcut): check_local_conv refuses stride != 1, the depthwise check the rest.
     conv = check_local_conv(module.conv_dw, ctx, "conv_dw")
     pair = depthwise_pair_for_conv(conv, ctx, "conv_dw")
-    new = copy.deepcopy(module)
-    new.conv_dw = pair
-    return new.train(module.training)
+    return with_child(module, "conv_dw", pair)

@@ -6,11 +6,15 @@ se, conv_pwl, bn3 keep their weights and the block keeps its timm class and forw
 
 from __future__ import annotations
 
-import copy
-
 from torch import nn
 
-from .local_conv import check_local_conv, depthwise_pair_for_conv, refuse_stride, require_type
+from .local_conv import (
+    check_local_conv,
+    depthwise_pair_for_conv,
+    refuse_stride,
+    require_type,
+    with_child,
+)
 from .registry import ReplacementContext, register_replacement
 
 __all__ = ["build_parc_inverted_residual"]
@@ -30,6 +34,4 @@ def build_parc_inverted_residual(module: nn.Module, ctx: ReplacementContext) -> 
         refuse_stride(ctx, f"this {type(module).__name__} downsamples in its aa layer")
     conv = check_local_conv(module.conv_dw, ctx, "conv_dw")
     pair = depthwise_pair_for_conv(conv, ctx, "conv_dw")
-    new = copy.deepcopy(module)
-    new.conv_dw = pair
-    return new.train(module.training)
+    return with_child(module, "conv_dw", pair)

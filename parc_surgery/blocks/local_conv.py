@@ -7,6 +7,7 @@ kernel with no centre) becomes a ReplacementError that names the module path.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -16,6 +17,7 @@ from .init import check_init, init_pair_from_local
 from .registry import ReplacementContext, ReplacementError
 
 __all__ = [
+    "with_child",
     "LOCAL_CONV_TYPES",
     "check_local_conv",
     "dense_pair_for_conv",
@@ -159,3 +161,11 @@ def depthwise_pair_for_conv(conv: nn.Conv2d, ctx: ReplacementContext, attr: str)
             hint="a depthwise ParC pair replaces convs with groups == in == out channels",
         )
     return parc_pair_for_conv(conv, ctx, groups_per_half=None)
+
+
+def with_child(module: nn.Module, attr: str, child: nn.Module) -> nn.Module:
+    """A deep copy of `module` with submodule `attr` replaced by `child`; the original
+    is untouched and the copy keeps its training flag."""
+    new = copy.deepcopy(module)
+    setattr(new, attr, child)
+    return new.train(module.training)
