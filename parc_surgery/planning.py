@@ -16,7 +16,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from parc_surgery.blocks import registry
 from parc_surgery.blocks.registry import ReplacementContext
-from parc_surgery.ops import ParC, choose_impl, forced_impl
+from parc_surgery.ops import ParC, forced_impl
 from parc_surgery.plan import Plan, Swap
 
 __all__ = ["build_plan", "build_replacement", "context_for", "count_macs", "one_line"]
@@ -98,16 +98,11 @@ def _parc_summary(module: nn.Module) -> str:
 
 
 def _auto_choice(module: nn.Module, feature_size: tuple[int, int]) -> str:
+    """The backends the new ParC layers run at batch 1 and the plan's feature size."""
     choices = []
     for parc in module.modules():
         if isinstance(parc, ParC):
-            h, w = feature_size
-            length, other = (h, w) if parc.direction == "H" else (w, h)
-            impl = (
-                parc.impl
-                if parc.impl != "auto"
-                else choose_impl(length, parc.in_chs, parc.groups, 1, other, torch.float32)
-            )
+            impl = parc.resolved_impl((1, parc.in_chs, *feature_size), torch.float32)
             if impl not in choices:
                 choices.append(impl)
     return "+".join(choices)

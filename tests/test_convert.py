@@ -172,3 +172,17 @@ def test_a_block_that_changes_shape_fails_verification_with_exit_5(tmp_path, mon
     assert result.exit_code == 5, result.output
     assert "layer4.1" in result.output and "(1, 2048, 2, 2)" in result.output
     assert not out.exists() and list(tmp_path.iterdir()) == [rules]
+
+
+def test_plan_reports_the_backend_the_converted_model_runs(family):
+    from parc_surgery.ops import ParC
+
+    _, result, _ = family
+    for swap in result.plan.swaps:
+        module = result.model.get_submodule(swap.path)
+        run = {
+            parc.resolved_impl((1, parc.in_chs, *swap.feature_size))
+            for parc in module.modules()
+            if isinstance(parc, ParC)
+        }
+        assert set(swap.impl_auto.split("+")) == run, swap.path
