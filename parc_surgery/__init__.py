@@ -1,9 +1,9 @@
 """parc-surgery: convert timm vision models to ParC / Fast-ParC networks.
 
-    import parc_surgery as ps
-    planned = ps.plan_conversion("resnet50", stages=[3, 4])   # changes nothing
-    result = ps.convert("resnet50", stages=[3, 4], output="r50-parc.safetensors")
-    model = ps.load("r50-parc.safetensors")
+import parc_surgery as ps
+planned = ps.plan_conversion("resnet50", stages=[3, 4])   # changes nothing
+result = ps.convert("resnet50", stages=[3, 4], output="r50-parc.safetensors")
+model = ps.load("r50-parc.safetensors")
 """
 
 from __future__ import annotations

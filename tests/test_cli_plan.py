@@ -75,7 +75,8 @@ def test_json_is_alone_on_stdout_and_round_trips():
     plan = Plan.from_dict(data)
     assert Plan.from_json(plan.to_json()) == plan
     assert data["swaps"][0]["params_before"] > 0 and data["swaps"][0]["macs_after"] > 0
-    assert "rules:" in result.stderr  # the human notes went to stderr
+    # the human notes, with the rules chosen for the family, went to stderr
+    assert "rules: shipped:resnet50 (chosen for the model's family" in result.stderr
 
 
 def test_table_shows_each_swap_and_the_totals():

@@ -113,7 +113,7 @@ def convert_command(
     if dry_run:
         with ui.steps(f"planning {model}") as on_step:
             planned = plan_conversion(model, on_step=on_step, **kwargs)
-        _report_plan(ui, planned)
+        _report_plan(ui, planned, rules_given=rules is not None)
         if fmt == "json":
             ui.json(planned.plan.to_json())
         return
@@ -127,7 +127,7 @@ def convert_command(
             seed=seed,
             check_outputs=verify,
             on_step=on_step,
-            on_plan=lambda planned: _report_plan(ui, planned),
+            on_plan=lambda planned: _report_plan(ui, planned, rules_given=rules is not None),
             **kwargs,
         )
         if export_onnx:
@@ -160,11 +160,13 @@ def convert_command(
     ui.info(f"wrote {result.output} (sha256 {result.output_sha256[:16]}...)")
 
 
-def _report_plan(ui: Output, planned) -> None:
+def _report_plan(ui: Output, planned, *, rules_given: bool) -> None:
     """Human plan output: the table or diff on stdout, notes and warnings on stderr."""
     plan = planned.plan
+    chosen = "" if rules_given else " (chosen for the model's family; --rules to change)"
     ui.info(
-        f"rules: {plan.rules_source}; stages {','.join(map(str, plan.stages))}; "
+        f"rules: {plan.rules_source}{chosen}"
+        f"; stages {','.join(map(str, plan.stages))}; "
         f"input {plan.input_size[0]}x{plan.input_size[1]}"
     )
     for warning in plan.warnings:

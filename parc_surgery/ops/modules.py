@@ -192,9 +192,7 @@ class ParCPair(nn.Module):
         # channels_last input (timm's ConvNeXt stages pass one) is converted once here
         # and the result converted back, instead of every backend copying its half in and
         # out (measured: 1.34 ms -> 0.87 ms per ConvNeXt-XT stage-3 block at batch 1).
-        channels_last = not x.is_contiguous() and x.is_contiguous(
-            memory_format=torch.channels_last
-        )
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         if channels_last:
             x = x.contiguous()
             x_h, x_w = x.split(self.split, dim=1)
