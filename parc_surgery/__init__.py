@@ -31,9 +31,9 @@ _EXPORTS = {
     "Swap": "parc_surgery.plan",
     "apply_plan": "parc_surgery.apply",
     "verify": "parc_surgery.apply",
-    "convert": "parc_surgery.convert",
-    "create_model": "parc_surgery.convert",
-    "plan_conversion": "parc_surgery.convert",
+    "convert": "parc_surgery.pipeline",
+    "create_model": "parc_surgery.pipeline",
+    "plan_conversion": "parc_surgery.pipeline",
     "load": "parc_surgery.checkpoint",
     "save": "parc_surgery.checkpoint",
 }

@@ -130,7 +130,7 @@ def run_batch(
     the jobs file's folder (weights, rules); a job without output writes
     `<model>-parc.safetensors` into `output_dir`, else beside the jobs file.
     """
-    from parc_surgery.convert import convert
+    from parc_surgery.pipeline import convert
 
     path = Path(path)
     base = path.parent

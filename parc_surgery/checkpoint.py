@@ -157,7 +157,7 @@ def load(path: str | os.PathLike, *, map_location: str = "cpu") -> nn.Module:
     from safetensors.torch import load_file
 
     from parc_surgery.apply import apply_plan
-    from parc_surgery.convert import create_model
+    from parc_surgery.pipeline import create_model
 
     recipe = read_recipe(path)
     try:

@@ -9,8 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from parc_surgery.checkpoint import load, load_source_weights, read_recipe, save
-from parc_surgery.convert import convert, create_model
 from parc_surgery.errors import CheckpointError, OutputError, VerificationError, WeightsError
+from parc_surgery.pipeline import convert, create_model
 
 SMALL = dict(stages=[3, 4], input_size=(64, 64))
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from parc_surgery.checkpoint import load
 from parc_surgery.cli import convert_app
-from parc_surgery.convert import convert, create_model
+from parc_surgery.pipeline import convert, create_model
 
 FAMILIES = {
     # model: (convert kwargs, input size used)
@@ -186,3 +186,17 @@ def test_plan_reports_the_backend_the_converted_model_runs(family):
             if isinstance(parc, ParC)
         }
         assert set(swap.impl_auto.split("+")) == run, swap.path
+
+
+def test_public_api_names_stay_functions_after_their_modules_are_imported():
+    import importlib
+    import types
+
+    import parc_surgery as ps
+
+    for module in ("apply", "checkpoint", "pipeline", "plan"):
+        importlib.import_module(f"parc_surgery.{module}")  # would shadow a same-named export
+    for name in ps.__all__:
+        if name != "__version__":
+            value = getattr(ps, name)
+            assert callable(value) and not isinstance(value, types.ModuleType), name

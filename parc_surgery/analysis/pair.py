@@ -34,7 +34,7 @@ def convert_pair(model_name: str, **convert_kwargs: Any) -> ModelPair:
     The copy is taken in convert's on_plan hook, after source weights are loaded and
     before anything changes, so both models share every unswapped weight.
     """
-    from parc_surgery.convert import convert
+    from parc_surgery.pipeline import convert
 
     kept: list[nn.Module] = []
 

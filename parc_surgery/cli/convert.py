@@ -102,7 +102,7 @@ def convert_command(
 
     With --dry-run, print the plan (table, diff or json) and change nothing.
     """
-    from parc_surgery.convert import convert, plan_conversion
+    from parc_surgery.pipeline import convert, plan_conversion
 
     check_format(fmt)
     ui = Output(quiet=quiet, fmt=fmt)

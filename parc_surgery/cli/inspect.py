@@ -35,8 +35,8 @@ def _check(fmt: str) -> None:
 
 def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[str, Any]:
     """Stages, containers and what each shipped config would select in model `name`."""
-    from parc_surgery.convert import create_model
     from parc_surgery.graph import analyze
+    from parc_surgery.pipeline import create_model
     from parc_surgery.rules import load_rules, match, shipped_configs
 
     model = create_model(name, model_args).eval()
@@ -159,7 +159,7 @@ def rules_validate_command(
     ] = False,
 ) -> None:
     """Check a rules file: YAML, schema, replacement names; optionally against a model."""
-    from parc_surgery.convert import plan_conversion
+    from parc_surgery.pipeline import plan_conversion
     from parc_surgery.rules import load_rules
 
     ui = Output()

@@ -1,4 +1,4 @@
-"""One orchestration for the CLI, batch jobs and the Python API.
+"""The pipeline: one orchestration for the CLI, batch jobs and the Python API.
 
 plan_conversion: model name + rules -> (model, ModelGraph, Plan)   (changes nothing)
 convert:         ... -> apply -> verify -> optional save            (the real job)
