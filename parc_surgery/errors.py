@@ -29,19 +29,27 @@ class ParcSurgeryError(Exception):
     exit_code = 1
 
     def __init__(self, what: str, *, where: str | None = None, hint: str | None = None):
-        self.what = what.rstrip(".")
+        self.what = what
         self.where = where
         self.hint = hint
         super().__init__(self.message)
 
     @property
     def message(self) -> str:
-        parts = [self.what + "."]
+        # `what` often starts with a name (a model, a path), so only the hint is capitalised.
+        parts = [_closed(self.what)]
         if self.where:
             parts.insert(0, f"{self.where}:")
         if self.hint:
-            parts.append(self.hint.rstrip(".") + ".")
+            hint = self.hint.strip()
+            parts.append(_closed(hint[:1].upper() + hint[1:]))
         return " ".join(parts)
+
+
+def _closed(text: str) -> str:
+    """`text` ending in exactly one closing punctuation mark."""
+    text = text.strip()
+    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 class UsageError(ParcSurgeryError):

@@ -141,11 +141,11 @@ def convert(
     from parc_surgery.apply import apply_plan, verify
     from parc_surgery.checkpoint import check_output, save
 
+    if output:
+        check_output(output, force=force)  # fail before the slow part, not after
     planned = plan_conversion(model_name, on_step=on_step, **plan_kwargs)
     if on_plan is not None:
         on_plan(planned)  # shown before anything changes
-    if output:
-        check_output(output, force=force)  # fail before the slow part, not after
     original = copy.deepcopy(planned.model) if check_outputs else None
     on_step("apply")
     model = apply_plan(planned.model, planned.plan, seed=seed)

@@ -200,3 +200,11 @@ def test_public_api_names_stay_functions_after_their_modules_are_imported():
         if name != "__version__":
             value = getattr(ps, name)
             assert callable(value) and not isinstance(value, types.ModuleType), name
+
+
+def test_unwritable_output_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "missing" / "dir" / "r.safetensors"
+    result = CliRunner().invoke(convert_app, ["resnet26", "--input-size", "64", "-o", str(out)])
+    assert result.exit_code == 7, result.output
+    assert "does not exist" in result.stderr and result.stdout == ""  # no plan was printed
+    assert not (tmp_path / "missing").exists()
