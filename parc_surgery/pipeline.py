@@ -31,12 +31,10 @@ def create_model(name: str, model_args: dict[str, Any] | None = None, *, pretrai
     import timm
 
     model_args = dict(model_args or {})
-    if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
-        base = name.split(".")[0]
-        if base not in timm.list_models():
-            close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-            hint = f"did you mean: {', '.join(close)}?" if close else "see timm.list_models()"
-            raise UsageError(f"unknown timm model {name!r}", hint=hint)
+    if not timm.is_model(name):  # also accepts a pretrained tag: "resnet50.a1_in1k"
+        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+        hint = f"did you mean: {', '.join(close)}?" if close else "see timm.list_models()"
+        raise UsageError(f"unknown timm model {name!r}", hint=hint)
     try:
         return timm.create_model(name, pretrained=pretrained, **model_args)
     except TypeError as err:

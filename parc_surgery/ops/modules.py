@@ -184,8 +184,8 @@ class ParCPair(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
-        x_h, x_w = x.split(self.split, dim=1)
         if not eager_inference():
+            x_h, x_w = x.split(self.split, dim=1)
             return torch.cat([self.parc_h(x_h), self.parc_w(x_w)], dim=1)
         # Inference: both halves write into one tensor, which saves the concatenation
         # (and for circulant fuses it with the bias add). The backends want NCHW: a
@@ -195,7 +195,7 @@ class ParCPair(nn.Module):
         channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         if channels_last:
             x = x.contiguous()
-            x_h, x_w = x.split(self.split, dim=1)
+        x_h, x_w = x.split(self.split, dim=1)
         y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         y_h, y_w = y.split(self.split, dim=1)
         self.parc_h(x_h, out=y_h)
