@@ -32,7 +32,7 @@ _EXPORTS = {
     "apply_plan": "parc_surgery.apply",
     "verify": "parc_surgery.apply",
     "convert": "parc_surgery.pipeline",
-    "create_model": "parc_surgery.pipeline",
+    "create_model": "parc_surgery.models",
     "plan_conversion": "parc_surgery.pipeline",
     "load": "parc_surgery.checkpoint",
     "save": "parc_surgery.checkpoint",

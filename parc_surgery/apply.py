@@ -11,9 +11,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from parc_surgery.blocks.registry import build_for_swap
 from parc_surgery.errors import TraceError, VerificationError
 from parc_surgery.plan import Plan
-from parc_surgery.planning import build_replacement
 
 __all__ = ["PARC_LEAF_CLASSES", "apply_plan", "verify"]
 
@@ -35,7 +35,7 @@ def apply_plan(model: nn.Module, plan: Plan, *, seed: int | None = 0) -> nn.Modu
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed + number)
-            new = build_replacement(original, swap)
+            new = build_for_swap(original, swap)
         new.train(original.training)
         setattr(parent, child_name, new)
     return model

@@ -102,8 +102,12 @@ def save(
     force: bool = False,
     source_weights_sha256: str | None = None,
     seed: int | None = 0,
+    training: dict[str, Any] | None = None,
 ) -> str:
-    """Write the converted model and its recipe; returns the file's sha256."""
+    """Write the converted model and its recipe; returns the file's sha256.
+
+    `training` (from `parc-surgery finetune`) is stored as the recipe's training record.
+    """
     from safetensors.torch import save_file
 
     recipe = {
@@ -114,6 +118,8 @@ def save(
         "source_weights_sha256": source_weights_sha256,
         "seed": seed,
     }
+    if training is not None:
+        recipe["training"] = training
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     metadata = {"format": CHECKPOINT_FORMAT, "recipe": json.dumps(recipe)}
     with atomic_write(path, force=force) as tmp:
@@ -157,7 +163,7 @@ def load(path: str | os.PathLike, *, map_location: str = "cpu") -> nn.Module:
     from safetensors.torch import load_file
 
     from parc_surgery.apply import apply_plan
-    from parc_surgery.pipeline import create_model
+    from parc_surgery.models import create_model
 
     recipe = read_recipe(path)
     try:

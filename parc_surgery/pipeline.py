@@ -7,7 +7,6 @@ convert:         ... -> apply -> verify -> optional save            (the real jo
 from __future__ import annotations
 
 import copy
-import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,7 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from parc_surgery.errors import NothingMatchedError, UsageError, WeightsError
+from parc_surgery.errors import NothingMatchedError
+from parc_surgery.models import create_model
 
 __all__ = ["Conversion", "PlannedConversion", "convert", "create_model", "plan_conversion"]
 
@@ -24,32 +24,6 @@ StepCallback = Callable[[str], None]
 
 def _no_step(_: str) -> None:
     return None
-
-
-def create_model(name: str, model_args: dict[str, Any] | None = None, *, pretrained=False):
-    """timm.create_model with user-facing errors for unknown names and bad kwargs."""
-    import timm
-
-    model_args = dict(model_args or {})
-    if not timm.is_model(name):  # also accepts a pretrained tag: "resnet50.a1_in1k"
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-        hint = f"did you mean: {', '.join(close)}?" if close else "see timm.list_models()"
-        raise UsageError(f"unknown timm model {name!r}", hint=hint)
-    try:
-        return timm.create_model(name, pretrained=pretrained, **model_args)
-    except TypeError as err:
-        raise UsageError(
-            f"model {name!r} does not accept the arguments {model_args}: {err}",
-            hint="check the --model-arg names against the model's constructor",
-        ) from None
-    except Exception as err:
-        if not pretrained:
-            raise
-        raise WeightsError(
-            f"could not fetch pretrained weights for {name!r} "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'})",
-            hint="without network access, download the weights elsewhere and pass --weights FILE",
-        ) from None
 
 
 @dataclass

@@ -6,9 +6,12 @@ that reproduces the converted architecture. Computing a Plan never modifies the 
 
 from __future__ import annotations
 
+import copy
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
+
+from parc_surgery.options import SwapOptions
 
 __all__ = ["PLAN_FORMAT_VERSION", "Plan", "Swap"]
 
@@ -27,8 +30,9 @@ class Swap:
     container_len: int
     feature_size: tuple[int, int]  # (H, W) the module's output has at the input size
     replacement: str  # registered replacement name, e.g. "parc_bottleneck"
-    options: dict[str, Any]  # resolved options: impl, pe (bool), init, kernel_size...
+    options: SwapOptions  # resolved options (pe a bool), validated again when read back
     rule: str  # the rule that matched, as "file:line" plus its name if any
+    first_in_container: bool = False  # the first selected block of its container
     old_module: str = ""  # one-line description of the original module
     new_module: str = ""  # one-line description of the replacement
     params_before: int = 0
@@ -37,11 +41,22 @@ class Swap:
     macs_after: int = 0
     impl_auto: str = ""  # backend `auto` chooses at the plan's input size
 
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data["feature_size"] = list(self.feature_size)
+        data["options"] = self.options.to_dict()
+        return data
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Swap:
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["feature_size"] = tuple(kwargs["feature_size"])
+        options = dict(kwargs.get("options") or {})
+        # 0.1 recipes kept first_in_container among the options.
+        if "first_in_container" in options:
+            kwargs.setdefault("first_in_container", bool(options.pop("first_in_container")))
+        kwargs["options"] = SwapOptions.model_validate(options)
         return cls(**kwargs)
 
 
@@ -70,10 +85,10 @@ class Plan:
         return self.macs_total_before + sum(s.macs_after - s.macs_before for s in self.swaps)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data = copy.deepcopy({k: v for k, v in data.items() if k != "swaps"})
         data["input_size"] = list(self.input_size)
-        for swap in data["swaps"]:
-            swap["feature_size"] = list(swap["feature_size"])
+        data["swaps"] = [swap.to_dict() for swap in self.swaps]
         data["params_total_after"] = self.params_total_after
         data["macs_total_after"] = self.macs_total_after
         return data

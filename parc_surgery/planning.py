@@ -14,37 +14,11 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from parc_surgery.blocks import registry
-from parc_surgery.blocks.registry import ReplacementContext
+from parc_surgery.blocks.registry import build_for_swap
 from parc_surgery.ops import ParC, forced_impl
 from parc_surgery.plan import Plan, Swap
 
-__all__ = ["build_plan", "build_replacement", "context_for", "count_macs", "one_line"]
-
-
-def context_for(swap: Swap) -> ReplacementContext:
-    """The ReplacementContext a swap's builder receives."""
-    opts = dict(swap.options)
-    return ReplacementContext(
-        path=swap.path,
-        feature_size=tuple(swap.feature_size),
-        stage=swap.stage,
-        index=swap.index,
-        first_in_container=bool(opts.pop("first_in_container", False)),
-        impl=opts.pop("impl", "auto"),
-        pe=bool(opts.pop("pe", True)),
-        init=opts.pop("init", "paper"),
-        options=opts,
-    )
-
-
-def build_replacement(module: nn.Module, swap: Swap) -> nn.Module:
-    """Build the module that replaces `module` for `swap` (errors name the rule)."""
-    try:
-        return registry.build_replacement(swap.replacement, module, context_for(swap))
-    except registry.ReplacementError as err:
-        err.where = f"{swap.rule}: {err.where}" if err.where else swap.rule
-        raise
+__all__ = ["build_plan", "count_macs", "one_line"]
 
 
 def count_macs(module: nn.Module, in_shape: Iterable[int]) -> int:
@@ -133,11 +107,12 @@ def build_plan(
             container_len=info.container_len or 0,
             feature_size=tuple(info.feature_size),
             replacement=match.replacement,
-            options={**match.options, "first_in_container": match.first_in_container},
+            options=match.options,
             rule=match.rule,
+            first_in_container=match.first_in_container,
         )
         original = model.get_submodule(match.path)
-        new = build_replacement(original, swap)
+        new = build_for_swap(original, swap)
         swap.old_module = one_line(original, reference=new)
         swap.new_module = one_line(new, reference=original)
         swap.params_before = _params(original)

@@ -67,7 +67,7 @@ def plan_table(plan: Plan) -> Table:
             f"{s.index}/{s.container_len}",
             f"{s.feature_size[0]}x{s.feature_size[1]}",
             s.replacement,
-            "yes" if s.options.get("pe") else "no",
+            "yes" if s.options.pe else "no",
             f"{human_count(s.params_before)} -> {human_count(s.params_after)}",
             f"{human_count(s.macs_before)} -> {human_count(s.macs_after)}",
             s.impl_auto,

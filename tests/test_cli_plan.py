@@ -41,7 +41,7 @@ def test_dry_run_selects_the_published_placement(model):
 
 def test_mobilenetv2_pe_only_on_the_first_replaced_block_of_each_container():
     plan = plan_json("mobilenetv2_100")
-    assert {s.path: s.options["pe"] for s in plan.swaps} == {
+    assert {s.path: s.options.pe for s in plan.swaps} == {
         "blocks.3.2": True,
         "blocks.3.3": False,
         "blocks.4.2": True,

@@ -12,22 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import ReplacementContext, ReplacementError
+from parc_surgery.options import INIT_MODES
 
-__all__ = ["INIT_MODES", "check_init", "circular_from_local", "init_pair_from_local"]
-
-INIT_MODES = ("paper", "from_local")
-
-
-def check_init(ctx: ReplacementContext) -> str:
-    """ctx.init if it is a known mode; a ReplacementError naming the path otherwise."""
-    if ctx.init not in INIT_MODES:
-        raise ReplacementError(
-            f"unknown init {ctx.init!r}",
-            where=ctx.path,
-            hint=f"use one of: {', '.join(INIT_MODES)}",
-        )
-    return ctx.init
+__all__ = ["INIT_MODES", "circular_from_local", "init_pair_from_local"]
 
 
 def circular_from_local(

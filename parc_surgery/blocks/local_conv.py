@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from torch import nn
 
-from .init import check_init, init_pair_from_local
+from .init import init_pair_from_local
 from .registry import ReplacementContext, ReplacementError
 
 __all__ = [
@@ -34,21 +34,13 @@ LOCAL_CONV_TYPES = ("Conv2d", "Conv2dSame")
 
 
 def global_kernel_size(ctx: ReplacementContext) -> tuple[int, int]:
-    """(kH, kW): ctx.options["kernel_size"] if given, else the feature size at the block."""
-    size = ctx.options.get("kernel_size")
+    """(kH, kW): ctx.options.kernel_size if given, else the feature size at the block."""
+    size = ctx.options.kernel_size
     if size is None:
         size = ctx.feature_size
-    if _is_length(size):
+    if isinstance(size, int):
         size = (size, size)
-    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(map(_is_length, size))):
-        raise ReplacementError(
-            f"global kernel size must be a positive int or (kH, kW), got {size!r}", where=ctx.path
-        )
     return int(size[0]), int(size[1])
-
-
-def _is_length(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def require_type(module: nn.Module, ctx: ReplacementContext, accepts: Sequence[str], name: str):
@@ -114,7 +106,6 @@ def parc_pair_for_conv(
     """
     from parc_surgery.ops import ParCPair  # late: the registry imports without ops built
 
-    init = check_init(ctx)
     pair = ParCPair(
         conv.out_channels,
         global_kernel_size(ctx),
@@ -124,7 +115,7 @@ def parc_pair_for_conv(
         impl=ctx.impl,
     )
     pair.to(device=conv.weight.device, dtype=conv.weight.dtype)
-    if init == "from_local":
+    if ctx.init == "from_local":
         init_pair_from_local(pair, conv)
     return pair
 

@@ -15,7 +15,6 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from .init import check_init
 from .local_conv import global_kernel_size, refuse_stride, require_type
 from .registry import ReplacementContext, ReplacementError, register_replacement
 
@@ -183,7 +182,7 @@ def _transformer_dims(module: nn.Module, ctx: ReplacementContext) -> tuple[list[
 def build_parc_mobilevit(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
     """MobileVitBlock -> ParCMobileVitBlock: n ParC meta-formers + BN instead of attention."""
     require_type(module, ctx, _ACCEPTS, "parc_mobilevit")
-    if check_init(ctx) == "from_local":
+    if ctx.init == "from_local":
         raise ReplacementError(
             "init from_local needs a local kernel to start from, and a MobileViT transformer "
             "has none",

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from torch import nn
 
 from parc_surgery.errors import RulesError
+from parc_surgery.options import SwapOptions
+from parc_surgery.plan import Swap
 
 __all__ = [
     "Replacement",
     "ReplacementContext",
     "ReplacementError",
+    "build_for_swap",
     "build_replacement",
     "get_replacement",
     "register_replacement",
@@ -34,10 +36,31 @@ class ReplacementContext:
     stage: int
     index: int  # position inside its container
     first_in_container: bool  # True for the first *selected* block of its container
-    impl: str = "auto"  # auto | spatial | fft | circulant
-    pe: bool = True  # already resolved from true | false | first_in_container
-    init: str = "paper"  # paper | from_local
-    options: dict[str, Any] = field(default_factory=dict)  # any further rule options
+    options: SwapOptions = field(default_factory=SwapOptions)  # resolved: pe is a bool
+
+    @classmethod
+    def for_swap(cls, swap: Swap) -> ReplacementContext:
+        """The context a swap's builder receives."""
+        return cls(
+            path=swap.path,
+            feature_size=tuple(swap.feature_size),
+            stage=swap.stage,
+            index=swap.index,
+            first_in_container=swap.first_in_container,
+            options=swap.options,
+        )
+
+    @property
+    def impl(self) -> str:
+        return self.options.impl
+
+    @property
+    def pe(self) -> bool:
+        return bool(self.options.pe)
+
+    @property
+    def init(self) -> str:
+        return self.options.init
 
 
 class ReplacementError(RulesError, ValueError):
@@ -103,6 +126,15 @@ def build_replacement(name: str, module: nn.Module, ctx: ReplacementContext) -> 
             hint=f"it accepts {', '.join(replacement.accepts)}",
         )
     return replacement.builder(module, ctx)
+
+
+def build_for_swap(module: nn.Module, swap: Swap) -> nn.Module:
+    """Build the module that replaces `module` for `swap` (errors name the rule)."""
+    try:
+        return build_replacement(swap.replacement, module, ReplacementContext.for_swap(swap))
+    except ReplacementError as err:
+        err.where = f"{swap.rule}: {err.where}" if err.where else swap.rule
+        raise
 
 
 def replacement_names() -> list[str]:

@@ -19,41 +19,23 @@ from parc_surgery.cli.common import (
     handle_errors,
     parse_size,
 )
+from parc_surgery.cli.options import (
+    CheckpointArg,
+    DataFormat,
+    ForceOpt,
+    FormatOpt,
+    InputSizeOpt,
+    ModelArg,
+    ModelArgsOpt,
+    QuietOpt,
+    RulesOpt,
+    SeedOpt,
+    StagesOpt,
+    WeightsOpt,
+)
 from parc_surgery.errors import UsageError
 
 __all__ = ["bench_command", "erf_command", "export_command"]
-
-_FORMATS = ("table", "json")
-
-ModelArg = Annotated[
-    str, typer.Argument(help="timm model name, e.g. resnet50.", show_default=False)
-]
-StagesOpt = Annotated[
-    str | None,
-    typer.Option("--stages", help="Stages to convert, e.g. 3,4. Default: the rules file's."),
-]
-RulesOpt = Annotated[
-    str | None, typer.Option("--rules", help="Rules YAML file or shipped config name.")
-]
-InputSizeOpt = Annotated[
-    str | None,
-    typer.Option("--input-size", help="224 or 224x288 (HxW). Default: the model's pretrained_cfg."),
-]
-ModelArgsOpt = Annotated[
-    list[str] | None,
-    typer.Option("--model-arg", help="KEY=VALUE passed to timm.create_model; repeatable."),
-]
-WeightsOpt = Annotated[
-    Path | None,
-    typer.Option("--weights", help="Local state_dict of the original model to load first."),
-]
-FormatOpt = Annotated[str, typer.Option("--format", "-f", help="table | json.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors (and json).")]
-
-
-def _check_format(fmt: str) -> None:
-    if fmt not in _FORMATS:
-        raise UsageError(f"--format {fmt!r} is not one of {', '.join(_FORMATS)}")
 
 
 def _pair(ui: Output, model: str, **kwargs):
@@ -107,11 +89,9 @@ def erf_command(
         Path | None,
         typer.Option("--out", "-o", help="PNG to write. Default: <model>-erf.png."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out.")] = False,
-    seed: Annotated[
-        int, typer.Option("--seed", help="Seed for --random and new ParC parameters.")
-    ] = 0,
-    fmt: FormatOpt = "table",
+    force: ForceOpt = False,
+    seed: SeedOpt = 0,
+    fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
     """Effective receptive field of MODEL before and after conversion (Luo et al. 2016).
@@ -135,7 +115,7 @@ def erf_command(
     from parc_surgery.analysis.render import erf_table
     from parc_surgery.checkpoint import check_output
 
-    _check_format(fmt)
+    fmt = DataFormat(fmt).value
     if images is not None and random is not None:
         raise UsageError("give --images or --random, not both")
     if images is not None and not images.is_dir():
@@ -214,7 +194,7 @@ def bench_command(
     ] = "auto",
     runs: Annotated[int, typer.Option("--runs", help="Timed runs per model.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
-    fmt: FormatOpt = "table",
+    fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
     """Params, MACs and median CPU latency of MODEL before and after conversion.
@@ -225,7 +205,7 @@ def bench_command(
     from parc_surgery.analysis.bench import BENCH_IMPLS, bench_pair
     from parc_surgery.analysis.render import bench_table
 
-    _check_format(fmt)
+    fmt = DataFormat(fmt).value
     if impl not in BENCH_IMPLS:
         raise UsageError(f"--impl {impl!r} is not one of {', '.join(BENCH_IMPLS)}")
     for name, value, least in (
@@ -260,9 +240,7 @@ def bench_command(
 @app.command(name="export", epilog=EXIT_CODE_HELP)
 @handle_errors
 def export_command(
-    checkpoint: Annotated[
-        Path, typer.Argument(help="A parc-surgery checkpoint (.safetensors).", show_default=False)
-    ],
+    checkpoint: CheckpointArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
     input_size: Annotated[
         str | None,
@@ -277,8 +255,8 @@ def export_command(
             "--impl", help="ParC backend to export: spatial (Conv) or circulant (MatMul)."
         ),
     ] = "spatial",
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out.")] = False,
-    fmt: FormatOpt = "table",
+    force: ForceOpt = False,
+    fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
     """Export a converted checkpoint to ONNX (opset 17) and check it with onnxruntime.
@@ -294,7 +272,7 @@ def export_command(
     from parc_surgery.analysis.render import export_lines
     from parc_surgery.checkpoint import check_output, load, read_recipe
 
-    _check_format(fmt)
+    fmt = DataFormat(fmt).value
     if impl not in EXPORT_IMPLS:
         raise UsageError(
             f"--impl {impl!r} is not one of {', '.join(EXPORT_IMPLS)}",

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from parc_surgery.cli import app
 from parc_surgery.cli.common import EXIT_CODE_HELP, Output, handle_errors
-from parc_surgery.errors import BatchError, UsageError
+from parc_surgery.cli.options import DataFormat, ForceOpt, FormatOpt, QuietOpt
+from parc_surgery.errors import BatchError
 from parc_surgery.report import dumps, human_count
 
 
@@ -22,15 +23,14 @@ def batch_command(
         Path | None,
         typer.Option("--output-dir", help="Folder for outputs (default: beside the jobs file)."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite existing outputs.")] = False,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="table | json.")] = "table",
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors.")] = False,
+    force: ForceOpt = False,
+    fmt: FormatOpt = DataFormat.table,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run conversion jobs in order; a failed job does not stop the others (exit 8)."""
     from parc_surgery.batch import run_batch
 
-    if fmt not in ("table", "json"):
-        raise UsageError(f"--format {fmt!r} is not one of table, json")
+    fmt = DataFormat(fmt).value
     ui = Output(quiet=quiet, fmt=fmt)
     if output_dir is not None:
         output_dir.mkdir(parents=True, exist_ok=True)

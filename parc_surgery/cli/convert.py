@@ -7,55 +7,23 @@ from typing import Annotated
 
 import typer
 
-from parc_surgery.cli.common import (
-    Output,
-    conversion_kwargs,
-    handle_errors,
+from parc_surgery.cli.common import Output, conversion_kwargs, handle_errors
+from parc_surgery.cli.options import (
+    ForceOpt,
+    InputSizeOpt,
+    ModelArg,
+    ModelArgsOpt,
+    PlanFormat,
+    PlanFormatOpt,
+    QuietOpt,
+    RulesOpt,
+    SeedOpt,
+    StagesOpt,
+    WeightsOpt,
 )
-from parc_surgery.errors import UsageError
-from parc_surgery.report import FORMATS, dumps, print_plan, result_dict
+from parc_surgery.report import dumps, print_plan, result_dict
 
 __all__ = ["convert_command"]
-
-ModelArg = Annotated[
-    str, typer.Argument(help="timm model name, e.g. resnet50.", show_default=False)
-]
-StagesOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--stages",
-        help="Stages to convert, e.g. 3,4 (stage k = output stride 2^(k+1)). "
-        "Default: the rules file's stages.",
-    ),
-]
-RulesOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--rules",
-        help="Rules YAML file or shipped config name. Default: chosen from the model's family.",
-    ),
-]
-InputSizeOpt = Annotated[
-    str | None,
-    typer.Option("--input-size", help="224 or 224x288 (HxW). Default: the model's pretrained_cfg."),
-]
-ModelArgsOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--model-arg", help="KEY=VALUE passed to timm.create_model (VALUE is YAML); repeatable."
-    ),
-]
-FormatOpt = Annotated[
-    str, typer.Option("--format", "-f", help=f"Output format: {' | '.join(FORMATS)}.")
-]
-QuietOpt = Annotated[
-    bool, typer.Option("--quiet", "-q", help="Print only errors (and --format json).")
-]
-
-
-def check_format(fmt: str) -> None:
-    if fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
 
 
 @handle_errors
@@ -68,16 +36,13 @@ def convert_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Show the planned swaps; change and write nothing.")
     ] = False,
-    fmt: FormatOpt = "table",
+    fmt: PlanFormatOpt = PlanFormat.table,
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="Checkpoint path. Default: <model>-parc.safetensors."),
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --output.")] = False,
-    weights: Annotated[
-        Path | None,
-        typer.Option("--weights", help="Local state_dict (safetensors or torch) to load first."),
-    ] = None,
+    force: ForceOpt = False,
+    weights: WeightsOpt = None,
     pretrained: Annotated[
         bool, typer.Option("--pretrained", help="Load timm's pretrained weights (needs network).")
     ] = False,
@@ -95,7 +60,7 @@ def convert_command(
     export_onnx: Annotated[
         Path | None, typer.Option("--export-onnx", help="Also export the converted model to ONNX.")
     ] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the new parameters.")] = 0,
+    seed: SeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
     """Convert a timm model to ParC by rules; print the plan first.
@@ -104,7 +69,7 @@ def convert_command(
     """
     from parc_surgery.pipeline import convert, plan_conversion
 
-    check_format(fmt)
+    fmt = PlanFormat(fmt).value
     ui = Output(quiet=quiet, fmt=fmt)
     kwargs = conversion_kwargs(
         stages=stages, rules=rules, input_size=input_size, model_arg=model_arg, weights=weights

@@ -16,8 +16,15 @@ from parc_surgery.cli.common import (
     parse_model_args,
     parse_size,
 )
-from parc_surgery.cli.convert import InputSizeOpt, ModelArg, ModelArgsOpt, QuietOpt
-from parc_surgery.errors import ParcSurgeryError, UsageError
+from parc_surgery.cli.options import (
+    DataFormat,
+    FormatOpt,
+    InputSizeOpt,
+    ModelArg,
+    ModelArgsOpt,
+    QuietOpt,
+)
+from parc_surgery.errors import ParcSurgeryError
 from parc_surgery.report import dumps
 
 rules_app = typer.Typer(
@@ -25,18 +32,11 @@ rules_app = typer.Typer(
 )
 app.add_typer(rules_app, name="rules")
 
-JsonOpt = Annotated[str, typer.Option("--format", "-f", help="table | json.")]
-
-
-def _check(fmt: str) -> None:
-    if fmt not in ("table", "json"):
-        raise UsageError(f"--format {fmt!r} is not one of table, json")
-
 
 def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[str, Any]:
     """Stages, containers and what each shipped config would select in model `name`."""
     from parc_surgery.graph import analyze
-    from parc_surgery.pipeline import create_model
+    from parc_surgery.models import create_model
     from parc_surgery.rules import load_rules, match, shipped_configs
 
     model = create_model(name, model_args).eval()
@@ -80,13 +80,13 @@ def inspect_command(
     model: ModelArg,
     input_size: InputSizeOpt = None,
     model_arg: ModelArgsOpt = None,
-    fmt: JsonOpt = "table",
+    fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
     """Show a model's stages and block containers, and what each shipped rule would match."""
     from parc_surgery.rules import default_rules_for
 
-    _check(fmt)
+    fmt = DataFormat(fmt).value
     ui = Output(quiet=quiet, fmt=fmt)
     overview = model_overview(model, parse_model_args(model_arg), parse_size(input_size))
     if fmt == "json":
@@ -128,11 +128,11 @@ def inspect_command(
 
 @rules_app.command(name="list")
 @handle_errors
-def rules_list_command(fmt: JsonOpt = "table") -> None:
+def rules_list_command(fmt: FormatOpt = DataFormat.table) -> None:
     """The shipped rule files, one line each."""
     from parc_surgery.rules import shipped_configs
 
-    _check(fmt)
+    fmt = DataFormat(fmt).value
     ui = Output(fmt=fmt)
     configs = shipped_configs()
     if fmt == "json":

@@ -17,16 +17,9 @@ from parc_surgery.graph.model_graph import ModelGraph, ModuleInfo
 from parc_surgery.graph.shapes import ShapeRecord, record_shapes
 from parc_surgery.graph.stages import build_stages, nominal_strides, probe_sizes, stage_of_stride
 from parc_surgery.graph.tracing import trace
+from parc_surgery.models import model_name_of
 
 __all__ = ["analyze", "model_name_of"]
-
-
-def model_name_of(model: nn.Module) -> str:
-    """timm's architecture name when the model has one, else its class name."""
-    cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, dict) and cfg.get("architecture"):
-        return str(cfg["architecture"])
-    return type(model).__name__
 
 
 def analyze(

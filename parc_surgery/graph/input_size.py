@@ -7,10 +7,10 @@ import re
 from torch import nn
 
 from parc_surgery.errors import UsageError
+from parc_surgery.models import DEFAULT_INPUT_SIZE, input_size_of
 
 __all__ = ["DEFAULT_INPUT_SIZE", "default_input_size", "parse_input_size", "resolve_input_size"]
 
-DEFAULT_INPUT_SIZE = (224, 224)
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?$")
 
 
@@ -31,11 +31,7 @@ def parse_input_size(text: str) -> tuple[int, int]:
 
 def default_input_size(model: nn.Module) -> tuple[int, int]:
     """(H, W) from `model.pretrained_cfg["input_size"]`, else 224x224."""
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-    size = cfg.get("input_size") if isinstance(cfg, dict) else None
-    if isinstance(size, (tuple, list)) and len(size) == 3:
-        return int(size[1]), int(size[2])
-    return DEFAULT_INPUT_SIZE
+    return input_size_of(model)
 
 
 def resolve_input_size(

@@ -32,6 +32,8 @@ from importlib import resources
 
 import torch
 
+from parc_surgery.options import BACKENDS
+
 __all__ = [
     "CIRCULANT_MAX_ELEMENTS",
     "IMPLS",
@@ -41,7 +43,8 @@ __all__ = [
     "load_calibration",
 ]
 
-IMPLS = ("spatial", "fft", "circulant")
+# The one list of backend names (kept torch-free in parc_surgery.options for the CLI).
+IMPLS = BACKENDS
 # 2**24 fp32 numbers = 64 MiB of circulant matrices; beyond that memory traffic dominates.
 CIRCULANT_MAX_ELEMENTS = 1 << 24
 

@@ -16,7 +16,8 @@ import yaml
 from torch import nn
 
 from parc_surgery.errors import RulesError
-from parc_surgery.rules.schema import ReplaceOptions, RuleFileSpec, RuleSpec
+from parc_surgery.options import SwapOptions, layered
+from parc_surgery.rules.schema import RuleFileSpec, RuleSpec
 from parc_surgery.rules.validation import validate_rules
 from parc_surgery.rules.yaml_source import Positions, parse_yaml
 
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 # Options a rule gets when neither it nor the file's `defaults:` sets them.
-BUILTIN_DEFAULTS: dict[str, Any] = {"impl": "auto", "pe": True, "init": "paper"}
+BUILTIN_DEFAULTS: dict[str, Any] = SwapOptions().to_dict()
 
 
 @dataclass
@@ -62,25 +63,13 @@ class RuleSet:
             f"{name!r} ({self.rule_lines[i]})" if name else f"rule {i + 1} ({self.rule_lines[i]})"
         )
 
-    def options_for(self, i: int) -> dict[str, Any]:
+    def options_for(self, i: int, **resolved: Any) -> SwapOptions:
         """Built-in defaults <- file `defaults:` <- the rule's own replace options."""
-        options = dict(BUILTIN_DEFAULTS)
-        for layer in (self.spec.defaults, self.spec.rules[i].replace):
-            if layer is not None:
-                options.update(_set_options(layer))
-        return options
+        return layered(self.spec.defaults, self.spec.rules[i].replace, **resolved)
 
     def to_dict(self) -> dict[str, Any]:
-        """The validated rules as plain data (for a Plan's recipe)."""
-        return self.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
-
-
-def _set_options(options: ReplaceOptions) -> dict[str, Any]:
-    return {
-        name: getattr(options, name)
-        for name in ReplaceOptions.model_fields
-        if getattr(options, name) is not None
-    }
+        """The validated rules as plain data (for a Plan's recipe): what the file set."""
+        return self.spec.model_dump(by_alias=True, exclude_unset=True, mode="json")
 
 
 def parse_rules(text: str, source: str = "<rules>", label: str | None = None) -> RuleSet:
@@ -93,7 +82,7 @@ def parse_rules(text: str, source: str = "<rules>", label: str | None = None) ->
 
 
 def _configs_dir() -> Path:
-    return Path(str(resources.files("parc_surgery") / "configs"))
+    return Path(str(resources.files("parc_surgery.configs")))
 
 
 def shipped_configs() -> dict[str, tuple[Path, str]]:

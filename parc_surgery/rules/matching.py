@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any
 
 from torch import nn
 
 from parc_surgery.errors import RulesError, UsageError
 from parc_surgery.graph.model_graph import ModelGraph, ModuleInfo
+from parc_surgery.options import SwapOptions
 from parc_surgery.rules.loading import RuleSet
 from parc_surgery.rules.schema import MatchSpec
 
@@ -34,7 +34,7 @@ class Match:
     location: str  # "file:line" of the rule
     replacement: str  # registered replacement name
     level: str  # "block" (match: module) or "op" (match: op)
-    options: dict[str, Any]  # impl, pe (a bool, resolved), init, kernel_size when set
+    options: SwapOptions  # resolved: pe is a bool
     first_in_container: bool  # first selected block of its container
     info: ModuleInfo
 
@@ -226,8 +226,8 @@ def _first_in_container(paths: list[str], graph: ModelGraph) -> set[str]:
 def _make_match(ruleset: RuleSet, i: int, info: ModuleInfo, first: bool) -> Match:
     rule = ruleset.rules[i]
     options = ruleset.options_for(i)
-    if options["pe"] == "first_in_container":
-        options["pe"] = first
+    if options.pe == "first_in_container":
+        options = ruleset.options_for(i, pe=first)
     return Match(
         path=info.path,
         rule=ruleset.rule_label(i),

@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from parc_surgery.blocks.registry import replacement_names
+from parc_surgery.options import IMPL_CHOICES, SwapOptions
 
 __all__ = [
     "KNOWN_REPLACEMENTS",
@@ -35,7 +36,7 @@ __all__ = [
     "known_replacements",
 ]
 
-IMPLS = ("auto", "spatial", "fft", "circulant")
+IMPLS = IMPL_CHOICES
 
 # The built-in replacements; used only while the registry is still empty.
 KNOWN_REPLACEMENTS = (
@@ -66,42 +67,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=False)
 
 
-class ReplaceOptions(_Strict):
-    """Options of a replacement; in `defaults:` they apply to every rule."""
-
-    impl: Literal["auto", "spatial", "fft", "circulant"] | None = Field(
-        None,
-        description="ParC backend: auto (chosen per shape), spatial (circular conv2d, the "
-        "official form), fft (Fast-ParC) or circulant (matmul). Default auto.",
-    )
-    pe: bool | Literal["first_in_container"] | None = Field(
-        None,
-        description="Position embedding: true (every replaced block), false (none), or "
-        "first_in_container (only the first selected block of each container). Default true.",
-    )
-
-    @field_validator("pe", mode="before")
-    @classmethod
-    def _pe(cls, value: Any) -> Any:
-        if value is None or isinstance(value, bool) or value == "first_in_container":
-            return value
-        raise ValueError(f"expected true, false or first_in_container; found {_found(value)}")
-
-    init: Literal["paper", "from_local"] | None = Field(
-        None,
-        description="Weight init of the new ParC convs: paper (as nn.Conv2d, pe trunc-normal) "
-        "or from_local (derived from the replaced local kernel). Default paper.",
-    )
-    kernel_size: int | None = Field(
-        None,
-        gt=0,
-        description="Override of the global kernel length (default: the feature map's "
-        "height / width at the input size).",
-    )
+# What `defaults:` and each rule's `replace:` hold: the one options type (parc_surgery.options).
+ReplaceOptions = SwapOptions
 
 
-class ReplaceSpec(ReplaceOptions):
+class ReplaceSpec(SwapOptions):
     """What a matched module becomes: `with:` a registered replacement, plus options."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=False)
 
     with_: str = Field(
         alias="with",

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from parc_surgery.blocks import ReplacementContext
+from parc_surgery.options import SwapOptions
 
 __all__ = [
     "block_inputs",
@@ -40,8 +41,13 @@ def block_inputs(model: nn.Module, size: tuple[int, int]) -> dict[str, torch.Ten
 def context(path: str, x: torch.Tensor, **kw) -> ReplacementContext:
     """A ReplacementContext for the block at `path` whose input is `x`."""
     defaults = dict(stage=3, index=1, first_in_container=True)
+    option_names = set(SwapOptions.model_fields)
+    options = dict(kw.pop("options", {}))
+    options.update({k: kw.pop(k) for k in list(kw) if k in option_names})
     defaults.update(kw)
-    return ReplacementContext(path=path, feature_size=tuple(x.shape[-2:]), **defaults)
+    return ReplacementContext(
+        path=path, feature_size=tuple(x.shape[-2:]), options=SwapOptions(**options), **defaults
+    )
 
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ from parc_surgery.blocks import (
     replacement_names,
 )
 from parc_surgery.errors import RulesError, UsageError
+from parc_surgery.options import SwapOptions
 
 
 def test_builtin_replacements_registered():
@@ -55,11 +56,9 @@ def test_unknown_module_type_refused_with_path():
 
 
 @pytest.mark.parametrize("bad", [0, (3,), (3, 0), "big", 2.5, True])
-def test_bad_kernel_size_option(bad):
-    conv = nn.Conv2d(4, 4, 3, padding=1, groups=4)
-    ctx = context("m.conv", torch.zeros(1, 4, 4, 4), options={"kernel_size": bad})
-    with pytest.raises(ReplacementError, match="kernel size"):
-        build_replacement("parc_dwconv", conv, ctx)
+def test_bad_kernel_size_option_refused_by_the_options_type(bad):
+    with pytest.raises(ValueError, match="expected a length"):
+        SwapOptions(kernel_size=bad)
 
 
 def test_kernel_size_option_overrides_feature_size():

@@ -6,6 +6,7 @@ import pytest
 from rules_testkit import rules
 
 from parc_surgery.errors import RulesError
+from parc_surgery.options import SwapOptions
 from parc_surgery.rules import load_rules, parse_rules, shipped_configs
 
 GOOD = """
@@ -37,13 +38,10 @@ def test_a_valid_file_and_its_resolved_options():
     assert ruleset.rule_lines == ["test.yaml:6", "test.yaml:9"]
     assert ruleset.rule_label(0) == "'last-half' (test.yaml:6)"
     assert ruleset.rule_label(1) == "rule 2 (test.yaml:9)"
-    assert ruleset.options_for(0) == {
-        "impl": "fft",
-        "pe": "first_in_container",
-        "init": "from_local",
-        "kernel_size": 9,
-    }
-    assert ruleset.options_for(1) == {"impl": "spatial", "pe": True, "init": "from_local"}
+    assert ruleset.options_for(0) == SwapOptions(
+        impl="fft", pe="first_in_container", init="from_local", kernel_size=9
+    )
+    assert ruleset.options_for(1) == SwapOptions(impl="spatial", pe=True, init="from_local")
     assert ruleset.rules[1].match.kernel == [3, 7]
     assert ruleset.to_dict()["rules"][0]["replace"]["with"] == "parc_bottleneck"
 

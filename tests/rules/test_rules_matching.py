@@ -10,6 +10,7 @@ from torch import nn
 
 from parc_surgery.errors import RulesError, UsageError
 from parc_surgery.graph import analyze
+from parc_surgery.options import SwapOptions
 from parc_surgery.rules import MatchSpec, match
 
 
@@ -180,9 +181,9 @@ def test_first_in_container_and_pe_policy():
     result = run(text)
     firsts = {m.path: m.first_in_container for m in result.matches}
     assert firsts == {"layer3.3": True, "layer3.4": False, "layer3.5": False, "layer4.2": True}
-    assert [m.options["pe"] for m in result.matches] == [True, False, False, True]
+    assert [m.options.pe for m in result.matches] == [True, False, False, True]
     match0 = result.matches[0]
-    assert match0.options == {"impl": "fft", "pe": True, "init": "paper", "kernel_size": 5}
+    assert match0.options == SwapOptions(impl="fft", pe=True, init="paper", kernel_size=5)
     assert match0.location == "test.yaml:5" and match0.rule == "rule 1 (test.yaml:5)"
     assert match0.info.container == "layer3" and match0.level == "block"
 

@@ -23,14 +23,14 @@ def test_parc_resnet50():
     result = plan("resnet50")
     assert selected(result) == ["layer3.3", "layer3.4", "layer3.5", "layer4.2"]
     assert {m.replacement for m in result.matches} == {"parc_bottleneck"}
-    assert all(m.options["pe"] is True for m in result.matches)
+    assert all(m.options.pe is True for m in result.matches)
     assert result.stages == [3, 4] and result.warnings == []
 
 
 def test_parc_mobilenetv2():
     result = plan("mobilenetv2_100")
     assert selected(result) == ["blocks.3.2", "blocks.3.3", "blocks.4.2", "blocks.5.2"]
-    pe = {m.path: m.options["pe"] for m in result.matches}
+    pe = {m.path: m.options.pe for m in result.matches}
     assert pe == {"blocks.3.2": True, "blocks.3.3": False, "blocks.4.2": True, "blocks.5.2": True}
     assert {m.replacement for m in result.matches} == {"parc_inverted_residual"}
 
@@ -40,7 +40,7 @@ def test_parc_convnext(dims):
     result = plan("convnext_tiny", dims=dims)
     expected = ["stages.2.blocks.6", "stages.2.blocks.7", "stages.2.blocks.8", "stages.3.blocks.2"]
     assert selected(result) == expected
-    assert all(m.options["pe"] is True for m in result.matches)
+    assert all(m.options.pe is True for m in result.matches)
     if dims:
         assert result.matches[0].info.out_shape[1] == 192
 
