@@ -99,8 +99,11 @@ def check_target_layer(models: dict[str, nn.Module], path: str) -> None:
         raise UsageError(
             f"--target-layer {path!r} is not a module of {where}",
             hint=(f"close names: {', '.join(close)}" if close else "see model.named_modules()")
-            + ("; a swapped block's inner layers are replaced, so choose a layer outside it"
-               if others else ""),
+            + (
+                "; a swapped block's inner layers are replaced, so choose a layer outside it"
+                if others
+                else ""
+            ),
         )
 
 
@@ -164,10 +167,16 @@ def cam_maps(
         explained = predicted if class_index is None else [class_index] * len(predicted)
         raw = extractor(explained, scores, normalized=False)[0]
     feature_size = list(raw.shape[-2:])
-    maps = F.interpolate(
-        raw.detach().float().unsqueeze(1), size=inputs.shape[-2:], mode="bilinear",
-        align_corners=False,
-    ).squeeze(1).clamp_min(0)
+    maps = (
+        F.interpolate(
+            raw.detach().float().unsqueeze(1),
+            size=inputs.shape[-2:],
+            mode="bilinear",
+            align_corners=False,
+        )
+        .squeeze(1)
+        .clamp_min(0)
+    )
     rows = torch.arange(len(predicted))
     return {
         "maps": maps,

@@ -71,7 +71,9 @@ def plot_cam_rows(
         entry = result["images"][row]
         axes[row][0].imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=1)
         axes[row][0].set_title(names[row], fontsize=9)
-        for column, (key, label) in enumerate(zip(("original", "converted"), labels), start=1):
+        for column, (key, label) in enumerate(
+            zip(("original", "converted"), labels, strict=True), start=1
+        ):
             ax = axes[row][column]
             heat = maps[key][row]
             top = float(heat.max())

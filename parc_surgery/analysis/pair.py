@@ -23,7 +23,13 @@ from torch import nn
 
 from parc_surgery.errors import CheckpointError, UsageError
 
-__all__ = ["CHECKPOINT_SUFFIX", "ModelPair", "checkpoint_pair", "convert_pair", "is_checkpoint_path"]
+__all__ = [
+    "CHECKPOINT_SUFFIX",
+    "ModelPair",
+    "checkpoint_pair",
+    "convert_pair",
+    "is_checkpoint_path",
+]
 
 CHECKPOINT_SUFFIX = ".safetensors"
 

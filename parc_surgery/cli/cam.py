@@ -107,8 +107,8 @@ def cam_command(
     """
     from parc_surgery.analysis.cam import compare_cam, require_extra
     from parc_surgery.analysis.images import check_image_paths, load_images
-    from parc_surgery.checkpoint import check_output
     from parc_surgery.analysis.render import cam_table
+    from parc_surgery.checkpoint import check_output
     from parc_surgery.cli.analysis import _emit
     from parc_surgery.models import input_channels
 
