@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from parc_surgery.analysis.erf import area_ratios
+from parc_surgery.analysis.images import ImageBatch
 from parc_surgery.errors import UsageError
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "MASS_SHARES",
     "TOP_AREA",
     "cam_maps",
+    "cam_of_pair",
     "cam_summary",
     "compare_cam",
     "default_target_layer",
@@ -284,3 +286,45 @@ def compare_cam(
         "mean": mean,
         "maps": {name: run["maps"] for name, run in runs.items()},
     }
+
+
+def cam_of_pair(
+    pair,
+    paths: Sequence,
+    *,
+    method: str = "gradcam",
+    target_layer: str | None = None,
+    class_index: int | None = None,
+    input_size: tuple[int, int] | None = None,
+) -> tuple[dict, ImageBatch, dict[str, torch.Tensor]]:
+    """compare_cam on image files for a ModelPair: (result, the image batch, the maps).
+
+    The images go through the original's timm eval transform at `input_size` (default:
+    the pair's). The result is what `parc-surgery cam --format json` prints, less "png".
+    """
+    from parc_surgery.analysis.images import load_images
+    from parc_surgery.models import input_channels
+
+    size = tuple(input_size or pair.input_size)
+    batch = load_images(paths, pair.original, size, channels=input_channels(pair.original))
+    result = compare_cam(
+        pair.original,
+        pair.converted,
+        batch.inputs,
+        method=method,
+        target_layer=target_layer,
+        class_index=class_index,
+    )
+    maps = result.pop("maps")
+    for path, entry in zip(batch.paths, result["images"], strict=True):
+        entry["image"] = path
+    result = {
+        "checkpoint": pair.checkpoint,
+        "model": pair.plan.model,
+        "stages": pair.stages_label,
+        "input_size": list(size),
+        "original_weights": pair.original_weights,
+        "class": class_index,
+        **result,
+    }
+    return result, batch, maps

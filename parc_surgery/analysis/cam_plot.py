@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 
 import torch
 
-__all__ = ["CAM_DPI", "cam_figure_pixels", "plot_cam_rows", "write_cam_png"]
+__all__ = ["CAM_DPI", "cam_figure_pixels", "cam_title", "plot_cam_rows", "write_cam_png"]
 
 CAM_DPI = 100
 _COLUMN_INCHES = 3.2
@@ -42,20 +43,29 @@ def _caption(model: dict) -> str:
     return "\n".join(lines)
 
 
+def cam_title(result: dict) -> str:
+    """The figure's title: method, model, layer, stages, input size, original's weights."""
+    size = result["input_size"]
+    return (
+        f"{result['method']} of {result['model']} at {result['target_layer']}, ParC in "
+        f"stages {result['stages']} ({size[0]}x{size[1]}); original weights: "
+        f"{result['original_weights']}"
+    )
+
+
 def plot_cam_rows(
     result: dict,
     pixels: torch.Tensor,
     maps: dict[str, torch.Tensor],
     path: str | os.PathLike,
     *,
-    title: str,
-    names: list[str],
     labels: tuple[str, str] = ("original", "converted (ParC)"),
 ) -> None:
     """Write a PNG: per image the picture and each model's map over it, with its numbers.
 
-    `pixels` (N, H, W, C) in [0, 1]; `maps` {"original", "converted"} (N, H, W); each map
-    is drawn scaled to its own maximum (the Grad-CAM convention), over the picture.
+    `result` is cam_of_pair's; `pixels` (N, H, W, C) in [0, 1]; `maps` {"original",
+    "converted"} (N, H, W); each map is drawn scaled to its own maximum (the Grad-CAM
+    convention) over the picture.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -70,7 +80,7 @@ def plot_cam_rows(
         shown = picture[..., 0] if gray else picture
         entry = result["images"][row]
         axes[row][0].imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=1)
-        axes[row][0].set_title(names[row], fontsize=9)
+        axes[row][0].set_title(Path(entry["image"]).name, fontsize=9)
         for column, (key, label) in enumerate(
             zip(("original", "converted"), labels, strict=True), start=1
         ):
@@ -81,14 +91,13 @@ def plot_cam_rows(
             ax.imshow(heat.numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=top if top > 0 else 1)
             caption = _caption(entry[key])
             if key == "converted":
-                iou = entry["iou_top20"]
-                caption += f", IoU of top-20% with original {_pct(iou)}"
+                caption += f", IoU of top-20% with original {_pct(entry['iou_top20'])}"
             ax.set_title(label, fontsize=10)
             ax.set_xlabel(caption, fontsize=8)
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])
-    figure.suptitle(title, fontsize=11)
+    figure.suptitle(cam_title(result), fontsize=11)
     figure.savefig(path, format="png", dpi=CAM_DPI)
 
 
@@ -98,13 +107,11 @@ def write_cam_png(
     maps: dict[str, torch.Tensor],
     path: str | os.PathLike,
     *,
-    title: str,
-    names: list[str],
     force: bool = False,
 ) -> str:
     """plot_cam_rows into a temporary file beside `path`, renamed over it when done."""
     from parc_surgery.checkpoint import atomic_write
 
     with atomic_write(path, force=force) as tmp:
-        plot_cam_rows(result, pixels, maps, tmp, title=title, names=names)
+        plot_cam_rows(result, pixels, maps, tmp)
     return str(path)

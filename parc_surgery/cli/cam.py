@@ -105,12 +105,12 @@ def cam_command(
     the map's normalised entropy, and the IoU of the two maps' top-20% regions.
     Needs the 'analysis' extra: pip install 'parc-surgery[analysis]'.
     """
-    from parc_surgery.analysis.cam import compare_cam, require_extra
-    from parc_surgery.analysis.images import check_image_paths, load_images
+    from parc_surgery.analysis.cam import cam_of_pair, require_extra
+    from parc_surgery.analysis.cam_plot import write_cam_png
+    from parc_surgery.analysis.images import check_image_paths
     from parc_surgery.analysis.render import cam_table
     from parc_surgery.checkpoint import check_output
     from parc_surgery.cli.analysis import _emit
-    from parc_surgery.models import input_channels
 
     require_extra("parc-surgery cam")
     fmt = DataFormat(fmt).value
@@ -124,46 +124,16 @@ def cam_command(
     pair = checkpoint_pair_for(
         ui, checkpoint, original_weights=original_weights, random_original=random_original
     )
-    size = size or pair.input_size
-    batch = load_images(paths, pair.original, size, channels=input_channels(pair.original))
     with ui.steps(f"{method} on {len(paths)} images") as on_step:
         on_step("maps")
-        result = compare_cam(
-            pair.original,
-            pair.converted,
-            batch.inputs,
+        result, batch, maps = cam_of_pair(
+            pair,
+            paths,
             method=method,
             target_layer=target_layer,
             class_index=class_index,
+            input_size=size,
         )
-    maps = result.pop("maps")
-    for path, entry in zip(batch.paths, result["images"], strict=True):
-        entry["image"] = path
-    result = {
-        "checkpoint": str(checkpoint),
-        "model": pair.plan.model,
-        "stages": pair.stages_label,
-        "input_size": list(size),
-        "original_weights": pair.original_weights,
-        "class": class_index,
-        **result,
-    }
-    result["png"] = _write_png(result, batch, maps, target, force=force)
+    result["png"] = write_cam_png(result, batch.pixels, maps, target, force=force)
     _emit(ui, fmt, result, cam_table(result))
     ui.info(f"wrote {result['png']}")
-
-
-def _write_png(result: dict, batch, maps, target: Path, *, force: bool) -> str:
-    from parc_surgery.analysis.cam_plot import write_cam_png
-
-    return write_cam_png(
-        result,
-        batch.pixels,
-        maps,
-        target,
-        force=force,
-        names=[Path(p).name for p in batch.paths],
-        title=f"{result['method']} of {result['model']} at {result['target_layer']}, "
-        f"ParC in stages {result['stages']} ({result['input_size'][0]}x"
-        f"{result['input_size'][1]}); original weights: {result['original_weights']}",
-    )
