@@ -126,12 +126,14 @@ def cam_maps(
     method: str = "gradcam",
     target_layer: str,
     class_index: int | None = None,
+    chunk: int = 8,
 ) -> dict:
     """One CAM per input of `model` at `target_layer`, upsampled to the input size.
 
     Explains `class_index` when given, else each input's top-1 class. Returns "maps"
     (N, H, W) float tensor and per input "predicted_class", "probability",
     "explained_class", "explained_probability"; "feature_size" is the layer's (h, w).
+    Runs `chunk` inputs at a time, so many images do not hold every activation at once.
     """
     import torchcam.methods
 
@@ -139,39 +141,21 @@ def cam_maps(
         raise UsageError(f"--method {method!r} is not one of {', '.join(CAM_METHODS)}")
     check_target_layer({"given": model}, target_layer)
     extractor_type = getattr(torchcam.methods, CAM_METHODS[method])
+    parts = []
     with (
         _eval_mode(model),
         torch.enable_grad(),
         extractor_type(model, target_layer, input_shape=tuple(inputs.shape[1:])) as extractor,
     ):
-        scores = model(inputs)
-        if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
-            raise UsageError(
-                "the model's output is not (batch, classes) scores: it has no classifier",
-                hint="Grad-CAM explains a class score; use a model with a classification head",
-            )
-        activation = extractor.hook_a[0]
-        if activation is None or activation.dim() != 4:
-            shape = None if activation is None else tuple(activation.shape)
-            raise UsageError(
-                f"--target-layer {target_layer!r} does not output a (B, C, H, W) feature map "
-                f"(got {shape})",
-                hint="choose a convolutional stage, e.g. the default (the last stage)",
-            )
-        classes = scores.shape[1]
-        if class_index is not None and not 0 <= class_index < classes:
-            raise UsageError(
-                f"--class {class_index} is out of range: the model has {classes} classes "
-                f"(0-{classes - 1})"
-            )
-        probs = scores.detach().softmax(dim=1)
-        predicted = probs.argmax(dim=1).tolist()
-        explained = predicted if class_index is None else [class_index] * len(predicted)
-        raw = extractor(explained, scores, normalized=False)[0]
-    feature_size = list(raw.shape[-2:])
+        for batch in inputs.split(chunk):
+            parts.append(_cam_batch(model, extractor, batch, target_layer, class_index))
+    raw = torch.cat([part[0] for part in parts])
+    probs = torch.cat([part[1] for part in parts])
+    explained = [c for part in parts for c in part[2]]
+    predicted = probs.argmax(dim=1).tolist()
     maps = (
         F.interpolate(
-            raw.detach().float().unsqueeze(1),
+            raw.float().unsqueeze(1),
             size=inputs.shape[-2:],
             mode="bilinear",
             align_corners=False,
@@ -182,12 +166,40 @@ def cam_maps(
     rows = torch.arange(len(predicted))
     return {
         "maps": maps,
-        "feature_size": feature_size,
+        "feature_size": list(raw.shape[-2:]),
         "predicted_class": predicted,
         "probability": probs[rows, predicted].tolist(),
         "explained_class": explained,
         "explained_probability": probs[rows, explained].tolist(),
     }
+
+
+def _cam_batch(model, extractor, batch, target_layer: str, class_index: int | None):
+    """(raw CAMs (n, h, w), softmax (n, classes), explained classes) of one forward."""
+    scores = model(batch)
+    if not isinstance(scores, torch.Tensor) or scores.dim() != 2:
+        raise UsageError(
+            "the model's output is not (batch, classes) scores: it has no classifier",
+            hint="Grad-CAM explains a class score; use a model with a classification head",
+        )
+    activation = extractor.hook_a[0]
+    if activation is None or activation.dim() != 4:
+        shape = None if activation is None else tuple(activation.shape)
+        raise UsageError(
+            f"--target-layer {target_layer!r} does not output a (B, C, H, W) feature map "
+            f"(got {shape})",
+            hint="choose a convolutional stage, e.g. the default (the last stage)",
+        )
+    classes = scores.shape[1]
+    if class_index is not None and not 0 <= class_index < classes:
+        raise UsageError(
+            f"--class {class_index} is out of range: the model has {classes} classes "
+            f"(0-{classes - 1})"
+        )
+    probs = scores.detach().softmax(dim=1)
+    explained = probs.argmax(dim=1).tolist() if class_index is None else [class_index] * len(batch)
+    raw = extractor(explained, scores, normalized=False)[0]
+    return raw.detach(), probs, explained
 
 
 def normalised_entropy(cam: torch.Tensor) -> float:

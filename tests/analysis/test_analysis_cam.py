@@ -187,3 +187,17 @@ def test_a_missing_extra_names_the_pip_command(monkeypatch):
     assert "torchcam" in message and "pip install 'parc-surgery[analysis]'" in message
     assert "\n" not in message and caught.value.exit_code == 2
     require_extra("parc-surgery cam", modules=("math",))  # present: no error
+
+
+def test_inputs_are_explained_in_chunks_with_the_same_result():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Linear(4, 3),
+    )  # fmt: skip
+    inputs = torch.randn(5, 3, 8, 8)
+    whole = cam_maps(model, inputs, target_layer="1", chunk=8)
+    chunked = cam_maps(model, inputs, target_layer="1", chunk=2)
+    assert torch.allclose(whole["maps"], chunked["maps"], atol=1e-6)
+    assert whole["predicted_class"] == chunked["predicted_class"]
+    assert whole["maps"].shape == (5, 8, 8)
