@@ -124,12 +124,14 @@ def compare_erf(original: nn.Module, converted: nn.Module, inputs: torch.Tensor)
     return result
 
 
-def random_inputs(count: int, input_size: tuple[int, int], *, seed: int = 0) -> torch.Tensor:
+def random_inputs(
+    count: int, input_size: tuple[int, int], *, seed: int = 0, channels: int = 3
+) -> torch.Tensor:
     """`count` seeded standard-normal inputs (the statistics of normalised images)."""
     if count < 1:
         raise UsageError(f"--random {count}: need at least one input")
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(count, 3, *input_size, generator=generator)
+    return torch.randn(count, channels, *input_size, generator=generator)
 
 
 def normalisation_of(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:

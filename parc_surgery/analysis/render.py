@@ -1,4 +1,4 @@
-"""Tables and JSON-ready dicts for the erf, bench and export results."""
+"""Tables and JSON-ready dicts for the erf, cam, bench and export results."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from rich.table import Table
 
 from parc_surgery.report import human_count
 
-__all__ = ["bench_table", "erf_table", "export_lines", "json_ready"]
+__all__ = ["bench_table", "cam_table", "erf_table", "export_lines", "json_ready"]
 
 _MIN_WIDTH = 96  # wide enough that titles and captions stay on one or two lines
 
@@ -122,3 +122,60 @@ def export_lines(result: dict) -> list[str]:
         f"difference {result['max_abs_diff']:.2e} (tolerance {result['tolerance']:.0e}): "
         f"{'ok' if result['ok'] else 'FAILED'}",
     ]
+
+
+def _fixed(value: float | None, places: int = 3) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{places}f}"
+
+
+def cam_table(result: dict) -> Table:
+    """Per image, one row per model: its class, where the map's mass lies, and the IoU."""
+    size = result["input_size"]
+    table = Table(
+        title=f"{result['method']} of {result['model']} at {result['target_layer']} "
+        f"({size[0]}x{size[1]}; original weights: {result['original_weights']})",
+        caption="mass 50% / 90%: the smallest share of the image area holding that share "
+        "of the map; entropy: of the map, 1 = flat, 0 = one pixel; IoU: of the two models' "
+        "top-20% regions",
+        title_justify="left",
+        caption_justify="left",
+        min_width=_MIN_WIDTH,
+    )
+    for column, justify in (
+        ("image", "left"),
+        ("model", "left"),
+        ("top-1 (p)", "right"),
+        ("map of", "right"),
+        ("mass 50%", "right"),
+        ("mass 90%", "right"),
+        ("entropy", "right"),
+        ("IoU top-20%", "right"),
+    ):
+        table.add_column(column, justify=justify)
+    for entry in result["images"]:
+        for name in ("original", "converted"):
+            model = entry[name]
+            table.add_row(
+                entry["image"] if name == "original" else "",
+                name,
+                f"{model['predicted_class']} ({model['probability']:.2f})",
+                str(model["explained_class"]),
+                _pct(model["area_ratio"]["50"]),
+                _pct(model["area_ratio"]["90"]),
+                _fixed(model["entropy"]),
+                _pct(entry["iou_top20"]) if name == "converted" else "",
+            )
+    if len(result["images"]) > 1:
+        mean = result["mean"]
+        for name in ("original", "converted"):
+            table.add_row(
+                "mean" if name == "original" else "",
+                name,
+                "",
+                "",
+                _pct(mean[name]["area_ratio"]["50"]),
+                _pct(mean[name]["area_ratio"]["90"]),
+                _fixed(mean[name]["entropy"]),
+                _pct(mean["iou_top20"]) if name == "converted" else "",
+            )
+    return table

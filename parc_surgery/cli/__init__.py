@@ -39,6 +39,7 @@ app.command(name="convert", epilog=EXIT_CODE_HELP)(convert_command)
 # Importing these modules registers their commands on `app` (they import it from here).
 from parc_surgery.cli import analysis as _analysis  # noqa: E402, F401  (erf, bench, export)
 from parc_surgery.cli import batch as _batch  # noqa: E402, F401
+from parc_surgery.cli import cam as _cam  # noqa: E402, F401
 from parc_surgery.cli import inspect as _inspect  # noqa: E402, F401  (inspect, rules)
 
 

@@ -27,7 +27,10 @@ from parc_surgery.cli.options import (
     InputSizeOpt,
     ModelArg,
     ModelArgsOpt,
+    ModelOrCheckpointArg,
+    OriginalWeightsOpt,
     QuietOpt,
+    RandomOriginalOpt,
     RulesOpt,
     SeedOpt,
     StagesOpt,
@@ -65,7 +68,7 @@ def _emit(ui: Output, fmt: str, data: dict, table) -> None:
 @app.command(name="erf", epilog=EXIT_CODE_HELP)
 @handle_errors
 def erf_command(
-    model: ModelArg,
+    model: ModelOrCheckpointArg,
     stages: StagesOpt = None,
     rules: RulesOpt = None,
     images: Annotated[
@@ -84,6 +87,8 @@ def erf_command(
     ] = None,
     input_size: InputSizeOpt = None,
     weights: WeightsOpt = None,
+    original_weights: OriginalWeightsOpt = None,
+    random_original: RandomOriginalOpt = False,
     model_arg: ModelArgsOpt = None,
     out: Annotated[
         Path | None,
@@ -102,6 +107,11 @@ def erf_command(
     smallest share of the input area holding 20%, 50% and 90% of the gradient mass.
     The published ERF comparisons use trained models: pass --weights; at random
     initialisation the difference can be small or even reversed.
+
+    MODEL is a timm name (converted now with --stages / --rules / --model-arg; both
+    models share every unswapped weight) or a parc-surgery checkpoint: then the
+    converted model is the checkpoint and the original is rebuilt from its recipe with
+    --original-weights FILE (e.g. a trained original against its recovered conversion).
     """
     import torch
 
@@ -112,34 +122,55 @@ def erf_command(
         random_inputs,
     )
     from parc_surgery.analysis.erf_plot import write_erf_png
+    from parc_surgery.analysis.pair import is_checkpoint_path
     from parc_surgery.analysis.render import erf_table
     from parc_surgery.checkpoint import check_output
+    from parc_surgery.models import input_channels
 
     fmt = DataFormat(fmt).value
     if images is not None and random is not None:
         raise UsageError("give --images or --random, not both")
     if images is not None and not images.is_dir():
         raise UsageError(f"--images {images}: not a directory")
-    ui = Output(quiet=quiet, fmt=fmt)
-    target = out if out is not None else Path(f"{model.replace('/', '_')}-erf.png")
-    check_output(target, force=force)  # fail before the slow part, not after
-    pair = _pair(
-        ui,
-        model,
-        seed=seed,
-        **conversion_kwargs(
-            stages=stages,
-            rules=rules,
-            input_size=input_size,
-            model_arg=model_arg,
-            weights=weights,
-        ),
+    from_checkpoint = is_checkpoint_path(model)
+    _check_erf_source(
+        from_checkpoint,
+        conversion={"--stages": stages, "--rules": rules, "--model-arg": model_arg},
+        weights=weights,
+        original=original_weights is not None or random_original,
     )
+    ui = Output(quiet=quiet, fmt=fmt)
+    stem = Path(model).stem if from_checkpoint else model.replace("/", "_")
+    target = out if out is not None else Path(f"{stem}-erf.png")
+    check_output(target, force=force)  # fail before the slow part, not after
+    if from_checkpoint:
+        from parc_surgery.cli.cam import checkpoint_pair_for
+
+        pair = checkpoint_pair_for(
+            ui, Path(model), original_weights=original_weights, random_original=random_original
+        )
+        size = parse_size(input_size) or pair.input_size
+    else:
+        pair = _pair(
+            ui,
+            model,
+            seed=seed,
+            **conversion_kwargs(
+                stages=stages,
+                rules=rules,
+                input_size=input_size,
+                model_arg=model_arg,
+                weights=weights,
+            ),
+        )
+        size = pair.input_size
     if images is not None:
-        inputs = image_inputs(images, pair.input_size, *normalisation_of(pair.original))
+        inputs = image_inputs(images, size, *normalisation_of(pair.original))
         kind = "image"
     else:
-        inputs = random_inputs(8 if random is None else random, pair.input_size, seed=seed)
+        count = 8 if random is None else random
+        channels = input_channels(pair.original)
+        inputs = random_inputs(count, size, seed=seed, channels=channels)
         kind = "random"
     result = compare_erf(pair.original, pair.converted, inputs)
     maps = result.pop("maps")
@@ -151,9 +182,11 @@ def erf_command(
             "zero_init_last=false"
         )
     result = {
-        "model": model,
+        "model": pair.plan.model,
+        "checkpoint": pair.checkpoint,
+        "original_weights": pair.original_weights,
         "stages": pair.stages_label,
-        "input_size": list(pair.input_size),
+        "input_size": list(size),
         "inputs": {"kind": kind, "count": int(inputs.shape[0])},
         **result,
     }
@@ -167,11 +200,36 @@ def erf_command(
         target,
         force=force,
         notes=notes,
-        title=f"ERF of {model}, ParC in stages {pair.stages_label} "
-        f"({pair.input_size[0]}x{pair.input_size[1]}, {inputs.shape[0]} {kind} inputs)",
+        title=f"ERF of {Path(model).name if from_checkpoint else model}, ParC in stages "
+        f"{pair.stages_label} ({size[0]}x{size[1]}, {inputs.shape[0]} {kind} inputs; "
+        f"original weights: {pair.original_weights})",
     )
     _emit(ui, fmt, result, erf_table(result))
     ui.info(f"wrote {result['png']}")
+
+
+def _check_erf_source(
+    from_checkpoint: bool, *, conversion: dict, weights: Path | None, original: bool
+) -> None:
+    """UsageError for options that do not apply to erf's kind of MODEL (name or checkpoint)."""
+    if from_checkpoint:
+        given = [flag for flag, value in conversion.items() if value]
+        if given:
+            raise UsageError(
+                f"{' and '.join(given)} cannot be used with a checkpoint: its recipe fixes "
+                "the conversion",
+                hint="drop the option, or give a timm model name to convert it now",
+            )
+        if weights is not None:
+            raise UsageError(
+                "--weights does not apply to a checkpoint",
+                hint="give the original model's weights with --original-weights FILE",
+            )
+    elif original:
+        raise UsageError(
+            "--original-weights and --random-original apply to a checkpoint only",
+            hint="with a model name both models share the original's weights: use --weights",
+        )
 
 
 @app.command(name="bench", epilog=EXIT_CODE_HELP)

@@ -22,9 +22,12 @@ __all__ = [
     "InputSizeOpt",
     "ModelArg",
     "ModelArgsOpt",
+    "ModelOrCheckpointArg",
+    "OriginalWeightsOpt",
     "PlanFormat",
     "PlanFormatOpt",
     "QuietOpt",
+    "RandomOriginalOpt",
     "RulesOpt",
     "SeedOpt",
     "StagesOpt",
@@ -52,6 +55,29 @@ ModelArg = Annotated[
 ]
 CheckpointArg = Annotated[
     Path, typer.Argument(help="A parc-surgery checkpoint (.safetensors).", show_default=False)
+]
+ModelOrCheckpointArg = Annotated[
+    str,
+    typer.Argument(
+        help="timm model name (converted now), or a parc-surgery checkpoint (.safetensors).",
+        show_default=False,
+    ),
+]
+OriginalWeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--original-weights",
+        help="With a checkpoint: state_dict of the original model (safetensors or torch), "
+        "loaded strictly into the model rebuilt from the checkpoint's recipe.",
+    ),
+]
+RandomOriginalOpt = Annotated[
+    bool,
+    typer.Option(
+        "--random-original",
+        help="With a checkpoint and no --original-weights: compare against an original at "
+        "random initialisation (it shares no weights with the checkpoint).",
+    ),
 ]
 StagesOpt = Annotated[
     str | None,

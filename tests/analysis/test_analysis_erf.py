@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from analysis_testkit import TINY_SIZE, tiny_pair
@@ -127,3 +129,94 @@ def test_erf_needs_a_spatial_feature_map():
 
     with pytest.raises(UsageError, match=r"\(B, C, H, W\) feature map"):
         erf_map(Tokens(), random_inputs(1, (8, 8)))
+
+
+# `erf CHECKPOINT`: a converted checkpoint against its original rebuilt from the recipe.
+
+
+@pytest.fixture(scope="module")
+def weighted_checkpoint(tmp_path_factory):
+    """resnet26 converted at 64x64 from a weights file (zero_init_last off, so the
+    swapped blocks reach the output), and that weights file."""
+    import timm
+    from safetensors.torch import save_file
+
+    from parc_surgery.pipeline import convert
+
+    folder = tmp_path_factory.mktemp("erf-ckpt")
+    weights = folder / "original.safetensors"
+    original = timm.create_model("resnet26", pretrained=False, zero_init_last=False)
+    save_file({k: v.contiguous() for k, v in original.state_dict().items()}, str(weights))
+    checkpoint = folder / "resnet26-parc.safetensors"
+    convert(
+        "resnet26",
+        weights=str(weights),
+        model_args={"zero_init_last": False},
+        input_size=(64, 64),
+        output=str(checkpoint),
+    )
+    return checkpoint, weights
+
+
+def _erf_json(*args):
+    from typer.testing import CliRunner
+
+    from parc_surgery.cli import app
+
+    result = CliRunner().invoke(app, ["erf", *map(str, args), "--random", "2", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), result.stderr
+
+
+def test_erf_of_a_checkpoint_equals_erf_of_the_same_conversion_by_name(
+    tmp_path, weighted_checkpoint
+):
+    checkpoint, weights = weighted_checkpoint
+    by_checkpoint, stderr = _erf_json(
+        checkpoint, "--original-weights", weights, "-o", tmp_path / "a.png"
+    )
+    by_name, _ = _erf_json(
+        "resnet26", "--weights", weights, "--model-arg", "zero_init_last=false",
+        "--input-size", "64", "-o", tmp_path / "b.png",
+    )  # fmt: skip
+    assert by_checkpoint["checkpoint"] == str(checkpoint) and by_name["checkpoint"] is None
+    assert by_checkpoint["original_weights"] == str(weights)
+    assert by_checkpoint["model"] == by_name["model"] == "resnet26"
+    assert by_checkpoint["input_size"] == by_name["input_size"] == [64, 64]
+    for name in ("original", "converted"):
+        assert by_checkpoint[name]["area_ratio"] == by_name[name]["area_ratio"]
+    assert "warning" not in stderr  # the recipe's source weights are these weights
+    assert (tmp_path / "a.png").is_file()
+
+
+def test_erf_of_a_checkpoint_warns_about_weights_it_was_not_converted_from(
+    tmp_path, weighted_checkpoint
+):
+    from safetensors.torch import load_file
+
+    checkpoint, weights = weighted_checkpoint
+    other = tmp_path / "same-tensors.pth"
+    torch.save(load_file(str(weights)), other)  # same tensors, another file: another sha256
+    data, stderr = _erf_json(checkpoint, "--original-weights", other, "-o", tmp_path / "e.png")
+    assert "is not the weights file" in stderr
+    assert data["original_weights"] == str(other)
+
+
+def test_erf_options_that_do_not_fit_the_kind_of_model_are_refused(tmp_path, weighted_checkpoint):
+    from typer.testing import CliRunner
+
+    from parc_surgery.cli import app
+
+    checkpoint, weights = weighted_checkpoint
+    png = tmp_path / "erf.png"
+    cases = [
+        ([checkpoint, "--stages", "3"], "--stages cannot be used with a checkpoint"),
+        ([checkpoint, "--weights", weights], "--original-weights FILE"),
+        ([checkpoint], "--random-original"),
+        (["resnet26", "--original-weights", weights], "apply to a checkpoint only"),
+    ]
+    for args, fragment in cases:
+        result = CliRunner().invoke(app, ["erf", *map(str, args), "-o", str(png)])
+        assert result.exit_code == 2, result.output
+        assert fragment in result.stderr and "Traceback" not in result.output
+    assert not png.exists()
