@@ -1,10 +1,11 @@
 """Replacement blocks: the registry and one builder file per block family.
 
 Importing this package registers every built-in replacement:
-parc_bottleneck, parc_inverted_residual, parc_convnext, parc_mobilevit, parc_dwconv.
+parc_bottleneck, parc_inverted_residual, parc_convnext, parc_mobilevit, parcnet_s_block,
+parc_dwconv.
 """
 
-from . import bottleneck, convnext, dwconv, inverted_residual, mobilevit  # noqa: F401  (register)
+from . import bottleneck, convnext, dwconv, inverted_residual, mobilevit, parcnet_s  # noqa: F401
 from .mobilevit import ChannelAttention, ConvFfn, ParCMetaFormerBlock, ParCMobileVitBlock
 from .registry import (
     Replacement,

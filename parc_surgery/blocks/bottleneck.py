@@ -37,7 +37,10 @@ def _strides_in(module: nn.Module | None) -> list[int]:
 
 @register_replacement("parc_bottleneck", accepts=_ACCEPTS, level="block")
 def build_parc_bottleneck(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
-    """ResNet Bottleneck with conv2 -> dense ParC pair (bias, pe per ctx); rest kept."""
+    """ResNet Bottleneck with conv2 -> dense ParC pair (bias, pe per ctx); rest kept.
+
+    init paper: kaiming_normal(fan_out, relu), bias as nn.Conv2d leaves it (official).
+    """
     require_type(module, ctx, _ACCEPTS, "parc_bottleneck")
     # A stride-2 bottleneck downsamples in conv2 (or in an anti-aliasing pool after it when
     # aa_layer is set) and in its shortcut; ParC cannot, so those blocks stay local.
@@ -45,5 +48,5 @@ def build_parc_bottleneck(module: nn.Module, ctx: ReplacementContext) -> nn.Modu
     if block_stride != 1 or _strides_in(getattr(module, "downsample", None)):
         refuse_stride(ctx, f"this Bottleneck has stride {block_stride}")
     conv = check_local_conv(module.conv2, ctx, "conv2")
-    pair = dense_pair_for_conv(conv, ctx, "conv2")
+    pair = dense_pair_for_conv(conv, ctx, "conv2", paper_init="resnet")
     return with_child(module, "conv2", pair)

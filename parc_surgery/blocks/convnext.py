@@ -18,10 +18,13 @@ _ACCEPTS = ("ConvNeXtBlock",)
 
 @register_replacement("parc_convnext", accepts=_ACCEPTS, level="block")
 def build_parc_convnext(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
-    """ConvNeXt block with conv_dw -> depthwise ParC pair (bias iff conv_dw had one)."""
+    """ConvNeXt block with conv_dw -> depthwise ParC pair with bias; rest kept.
+
+    init paper: trunc_normal(std=0.02), bias zero (official ParC-ConvNeXt).
+    """
     require_type(module, ctx, _ACCEPTS, "parc_convnext")
     # conv_dw carries the block's stride (and a channel change with a Downsample
     # shortcut): check_local_conv refuses stride != 1, the depthwise check the rest.
     conv = check_local_conv(module.conv_dw, ctx, "conv_dw")
-    pair = depthwise_pair_for_conv(conv, ctx, "conv_dw")
+    pair = depthwise_pair_for_conv(conv, ctx, "conv_dw", bias=True, paper_init="convnext")
     return with_child(module, "conv_dw", pair)

@@ -1,6 +1,12 @@
-"""Initialising a ParC pair from the local conv it replaces ("from_local").
+"""Initialising new ParC convs: the family's official scheme ("paper") or "from_local".
 
-A local kxk conv applied to a smooth input sees almost the same value at every column of
+paper: every official ParC ConvNet re-initialises its convs, ParC convs included, with
+the family's own scheme (PARC.md section 1); `PAPER_INITS` names them and
+`init_pair_paper` applies one. The generic depthwise replacement (`parc_dwconv`) uses the
+MobileNetV2 scheme: its convs live in the efficientnet / mobilenet families, which timm
+itself initialises the same way (normal with std sqrt(2 / fan_out)).
+
+from_local: a local kxk conv applied to a smooth input sees almost the same value at every column of
 its window, so along H it acts like the kernel summed over its width. That summed kernel,
 placed at the matching circular offsets, is the global kernel that starts closest to the
 old layer; all other taps start at zero, so the new layer first behaves locally and can
@@ -14,7 +20,39 @@ from torch import nn
 
 from parc_surgery.options import INIT_MODES
 
-__all__ = ["INIT_MODES", "circular_from_local", "init_pair_from_local"]
+__all__ = [
+    "INIT_MODES",
+    "PAPER_INITS",
+    "circular_from_local",
+    "init_pair_from_local",
+    "init_pair_paper",
+]
+
+# The official scheme per family, applied to each ParC of a pair:
+#   weight init, whether the bias is zeroed (else kept as nn.Conv2d's rule leaves it).
+# pe keeps ParC's own trunc_normal(std=0.02), as in every official ConvNet.
+PAPER_INITS: dict[str, tuple[str, bool]] = {
+    # torchvision ResNet: kaiming_normal_(fan_out, relu) on every Conv2d; biases untouched.
+    "resnet": ("kaiming_normal_fan_out", False),
+    # torchvision MobileNetV2: kaiming_normal_(fan_out), bias zero.
+    "mobilenetv2": ("kaiming_normal_fan_out", True),
+    # ConvNeXt: trunc_normal_(std=0.02), bias zero.
+    "convnext": ("trunc_normal_02", True),
+}
+
+
+@torch.no_grad()
+def init_pair_paper(pair: nn.Module, family: str) -> None:
+    """Re-initialise both ParCs of `pair` (a ParCPair) with `family`'s official scheme."""
+    weight_init, zero_bias = PAPER_INITS[family]
+    for parc in (pair.parc_h, pair.parc_w):
+        if weight_init == "kaiming_normal_fan_out":
+            # fan_out = out channels x kernel length, as for the official Conv2d weight.
+            nn.init.kaiming_normal_(parc.weight, mode="fan_out", nonlinearity="relu")
+        else:
+            nn.init.trunc_normal_(parc.weight, std=0.02)
+        if zero_bias and parc.bias is not None:
+            parc.bias.zero_()
 
 
 def circular_from_local(

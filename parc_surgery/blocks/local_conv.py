@@ -13,7 +13,7 @@ from typing import NoReturn
 
 from torch import nn
 
-from .init import init_pair_from_local
+from .init import init_pair_from_local, init_pair_paper
 from .registry import ReplacementContext, ReplacementError
 
 __all__ = [
@@ -98,14 +98,19 @@ def parc_pair_for_conv(
     *,
     groups_per_half: int | None,
     bias: bool | None = None,
+    paper_init: str | None = None,
 ) -> nn.Module:
     """A ParC pair with the conv's channels, on its device and dtype, initialised per ctx.
 
     groups_per_half None = depthwise, 1 = dense, g = g groups in each half.
-    bias None = a bias iff the conv has one.
+    bias: the family's default (None = a bias iff the conv has one); a rule's `bias`
+    option overrides it. paper_init: the family's official init scheme (a key of
+    init.PAPER_INITS) used for init "paper"; None keeps nn.Conv2d's rule.
     """
     from parc_surgery.ops import ParCPair  # late: the registry imports without ops built
 
+    if ctx.options.bias is not None:
+        bias = ctx.options.bias
     pair = ParCPair(
         conv.out_channels,
         global_kernel_size(ctx),
@@ -117,11 +122,19 @@ def parc_pair_for_conv(
     pair.to(device=conv.weight.device, dtype=conv.weight.dtype)
     if ctx.init == "from_local":
         init_pair_from_local(pair, conv)
+    elif paper_init is not None:
+        init_pair_paper(pair, paper_init)
     return pair
 
 
-def dense_pair_for_conv(conv: nn.Conv2d, ctx: ReplacementContext, attr: str) -> nn.Module:
-    """A dense ParC pair with bias for a C -> C conv (its groups, if any, split in two)."""
+def dense_pair_for_conv(
+    conv: nn.Conv2d, ctx: ReplacementContext, attr: str, *, paper_init: str = "resnet"
+) -> nn.Module:
+    """A dense ParC pair for a C -> C conv (its groups, if any, split in two).
+
+    With a bias unless the rule says `bias: false`: official ParC convs have one even
+    where a BN follows.
+    """
     if conv.in_channels != conv.out_channels:
         raise ReplacementError(
             f"{attr} maps {conv.in_channels} -> {conv.out_channels} channels; a ParC pair "
@@ -135,14 +148,25 @@ def dense_pair_for_conv(conv: nn.Conv2d, ctx: ReplacementContext, attr: str) -> 
             "them between its halves",
             where=ctx.path,
         )
-    # Official ParC convs have a bias even where a BN follows.
     return parc_pair_for_conv(
-        conv, ctx, groups_per_half=1 if groups == 1 else groups // 2, bias=True
+        conv,
+        ctx,
+        groups_per_half=1 if groups == 1 else groups // 2,
+        bias=True,
+        paper_init=paper_init,
     )
 
 
-def depthwise_pair_for_conv(conv: nn.Conv2d, ctx: ReplacementContext, attr: str) -> nn.Module:
-    """A depthwise ParC pair (bias iff the conv has one) for a depthwise conv."""
+def depthwise_pair_for_conv(
+    conv: nn.Conv2d,
+    ctx: ReplacementContext,
+    attr: str,
+    *,
+    bias: bool | None = None,
+    paper_init: str = "mobilenetv2",
+) -> nn.Module:
+    """A depthwise ParC pair for a depthwise conv; bias: the family's default (None = iff
+    the conv has one), overridden by the rule's `bias` option."""
     c = conv.in_channels
     if not (conv.groups == c == conv.out_channels):
         raise ReplacementError(
@@ -151,7 +175,7 @@ def depthwise_pair_for_conv(conv: nn.Conv2d, ctx: ReplacementContext, attr: str)
             where=ctx.path,
             hint="a depthwise ParC pair replaces convs with groups == in == out channels",
         )
-    return parc_pair_for_conv(conv, ctx, groups_per_half=None)
+    return parc_pair_for_conv(conv, ctx, groups_per_half=None, bias=bias, paper_init=paper_init)
 
 
 def with_child(module: nn.Module, attr: str, child: nn.Module) -> nn.Module:

@@ -41,6 +41,7 @@ from parc_surgery.cli import analysis as _analysis  # noqa: E402, F401  (erf, be
 from parc_surgery.cli import batch as _batch  # noqa: E402, F401
 from parc_surgery.cli import cam as _cam  # noqa: E402, F401
 from parc_surgery.cli import inspect as _inspect  # noqa: E402, F401  (inspect, rules)
+from parc_surgery.cli import official as _official  # noqa: E402, F401  (import/export-official)
 
 
 def main() -> None:

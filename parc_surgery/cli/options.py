@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 __all__ = [
+    "ArchOpt",
     "CheckpointArg",
     "DataFormat",
     "FormatOpt",
@@ -23,7 +24,9 @@ __all__ = [
     "ModelArg",
     "ModelArgsOpt",
     "ModelOrCheckpointArg",
+    "OfficialArch",
     "OriginalWeightsOpt",
+    "OutputFileOpt",
     "PlanFormat",
     "PlanFormatOpt",
     "QuietOpt",
@@ -48,6 +51,15 @@ class PlanFormat(str, Enum):
     table = "table"
     diff = "diff"
     json = "json"
+
+
+class OfficialArch(str, Enum):
+    """The published ParC networks import-official / export-official know (official.ARCHS)."""
+
+    parc_resnet50 = "parc-resnet50"
+    parc_mobilenetv2 = "parc-mobilenetv2"
+    parc_convnext_xt = "parc-convnext-xt"
+    parcnet_s = "parcnet-s"
 
 
 ModelArg = Annotated[
@@ -124,4 +136,11 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for new parameters an
 ImplOpt = Annotated[
     str,
     typer.Option("--impl", help="ParC backend: auto | spatial | fft | circulant."),
+]
+ArchOpt = Annotated[
+    OfficialArch | None,
+    typer.Option("--arch", help="The published ParC network.", case_sensitive=False),
+]
+OutputFileOpt = Annotated[
+    Path, typer.Option("--output", "-o", help="File to write.", show_default=False)
 ]

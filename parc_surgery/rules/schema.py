@@ -45,6 +45,7 @@ KNOWN_REPLACEMENTS = (
     "parc_dwconv",
     "parc_inverted_residual",
     "parc_mobilevit",
+    "parcnet_s_block",
 )
 
 _SLICE = re.compile(r"^\s*(-?\d+)?\s*:\s*(-?\d+)?\s*$")
@@ -79,7 +80,7 @@ class ReplaceSpec(SwapOptions):
     with_: str = Field(
         alias="with",
         description="Name of a registered replacement, e.g. parc_bottleneck, "
-        "parc_inverted_residual, parc_convnext, parc_mobilevit, parc_dwconv.",
+        "parc_inverted_residual, parc_convnext, parc_mobilevit, parcnet_s_block, parc_dwconv.",
     )
 
     @field_validator("with_")

@@ -125,3 +125,17 @@ def test_bottleneck_from_local_has_zero_bias_and_pe(resnet):
     for parc in (new.conv2.parc_h, new.conv2.parc_w):
         assert parc.bias.abs().max() == 0 and parc.pe.abs().max() == 0
         assert parc.weight.abs().max() > 0
+
+
+def test_bottleneck_bias_option(resnet):
+    # Official ParC-ResNet convs have a bias; `bias: false` in a rule drops it.
+    model, inputs = resnet
+    path, x = "layer3.1", inputs["layer3.1"]
+    new = build_replacement(
+        "parc_bottleneck", model.get_submodule(path), context(path, x, bias=False)
+    )
+    assert new.conv2.parc_h.bias is None and new.conv2.parc_w.bias is None
+    c = new.conv2.channels
+    kh, kw = x.shape[-2:]
+    with_bias = _dense_pair_params(c, kh, kw)
+    assert param_count(new.conv2) == with_bias - c

@@ -80,3 +80,13 @@ def test_convnext_refuses_other_modules(convnext):
     with pytest.raises(ReplacementError, match="cannot replace a Conv2d") as err:
         build_parc_convnext(model.get_submodule(path), context(path, inputs[path]))
     assert path in str(err.value)
+
+
+def test_convnext_bias_option(convnext):
+    model, inputs = convnext
+    path = "stages.2.blocks.4"
+    x = inputs[path]
+    new = build_replacement(
+        "parc_convnext", model.get_submodule(path), context(path, x, bias=False)
+    )
+    assert new.conv_dw.parc_h.bias is None and new.conv_dw.parc_w.bias is None

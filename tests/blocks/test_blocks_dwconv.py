@@ -63,3 +63,12 @@ def test_dwconv_refused(conv, match):
 def test_dwconv_refuses_non_conv():
     with pytest.raises(ReplacementError, match="cannot replace a Linear"):
         build_replacement("parc_dwconv", nn.Linear(4, 4), context("head", torch.zeros(1, 4, 2, 2)))
+
+
+@pytest.mark.parametrize("conv_bias", [True, False])
+@pytest.mark.parametrize("rule_bias", [True, False])
+def test_dwconv_rule_bias_overrides_the_replaced_conv(conv_bias, rule_bias):
+    conv = nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=conv_bias)
+    x = torch.zeros(1, 8, 6, 6)
+    new = build_replacement("parc_dwconv", conv, context("c", x, bias=rule_bias))
+    assert (new.parc_h.bias is not None) == rule_bias == (new.parc_w.bias is not None)

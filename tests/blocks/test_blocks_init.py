@@ -100,3 +100,60 @@ def test_unknown_init_refused_by_the_options_type():
     # The typed options are the only way to a builder, so an unknown init never reaches one.
     with pytest.raises(ValueError, match="paper"):
         SwapOptions(init="zeros")
+
+
+@pytest.mark.parametrize(
+    ("make_block", "name", "attr", "official_std", "bias_zero"),
+    [
+        # ParC-ResNet50 layer3: conv2 256 -> halves of 128, K 14: kaiming_normal(fan_out,
+        # relu) = sqrt(2 / (128 * 14)) = 0.0334; bias as nn.Conv2d leaves it.
+        (lambda: Bottleneck(1024, 256), "parc_bottleneck", "conv2", 0.033, False),
+        # ParC-MobileNetV2 blocks.3.2: 384 hidden -> 192 per half: sqrt(2 / (192 * 14)).
+        (
+            lambda: InvertedResidual(64, 64, exp_ratio=6),
+            "parc_inverted_residual",
+            "conv_dw",
+            0.027,
+            True,
+        ),  # fmt: skip
+        # ParC-ConvNeXt-XT stage 3: trunc_normal(std=0.02), bias zero.
+        (lambda: ConvNeXtBlock(192), "parc_convnext", "conv_dw", 0.020, True),
+    ],
+    ids=["resnet", "mobilenetv2", "convnext"],
+)
+def test_paper_init_is_the_familys_official_scheme(make_block, name, attr, official_std, bias_zero):
+    torch.manual_seed(0)
+    block = make_block().eval()
+    x = torch.zeros(1, getattr(block, attr).in_channels, 14, 14)
+    pair = getattr(build_replacement(name, block, context("b", x)), attr)
+    for parc in (pair.parc_h, pair.parc_w):
+        assert abs(parc.weight.std().item() - official_std) < 0.0015
+        bound = parc.weight[0].numel() ** -0.5  # nn.Conv2d's bias rule: U(-1/sqrt(fan_in), ..)
+        if bias_zero:
+            assert parc.bias.abs().max() == 0
+        else:
+            assert 0 < parc.bias.abs().max() <= bound
+        assert 0.017 < parc.pe.std().item() < 0.023  # trunc_normal(std=0.02)
+
+
+def test_paper_init_of_the_generic_depthwise_replacement():
+    # Documented choice: the MobileNetV2 scheme, kaiming_normal(fan_out), bias zero.
+    torch.manual_seed(0)
+    conv = nn.Conv2d(256, 256, 3, padding=1, groups=256)
+    pair = build_replacement("parc_dwconv", conv, context("c", torch.zeros(1, 256, 28, 28)))
+    for parc in (pair.parc_h, pair.parc_w):
+        assert abs(parc.weight.std().item() - (2 / (128 * 28)) ** 0.5) < 0.002
+        assert parc.bias.abs().max() == 0
+
+
+def test_from_local_ignores_the_paper_scheme():
+    # from_local is the same whatever family the pair is built for: the local taps, no noise.
+    torch.manual_seed(0)
+    block = InvertedResidual(16, 16, exp_ratio=2).eval()
+    x = torch.zeros(1, 32, 6, 6)
+    pair = build_replacement(
+        "parc_inverted_residual", block, context("b", x, init="from_local")
+    ).conv_dw
+    expected = circular_from_local(block.conv_dw.weight[:16], "H", 6)
+    torch.testing.assert_close(pair.parc_h.weight.flatten(1), expected.flatten(1))
+    assert pair.parc_h.bias.abs().max() == 0 and pair.parc_h.pe.abs().max() == 0

@@ -32,11 +32,13 @@ def _dw_pair_params(c: int, kh: int, kw: int, pe: bool, bias: bool) -> int:
     return total
 
 
-def _check_swap(orig, x, ctx):
+def _check_swap(orig, x, ctx, bias=True):
     before = snapshot(orig)
     new = build_replacement("parc_inverted_residual", orig, ctx)
     assert type(new) is type(orig) and isinstance(new.conv_dw, ParCPair)
     assert new.conv_dw.parc_h.groups == new.conv_dw.parc_h.in_chs  # depthwise
+    # The official ParC-MobileNetV2 convs have a bias (even before a BN); a rule can drop it.
+    assert (new.conv_dw.parc_h.bias is not None) == bias == (new.conv_dw.parc_w.bias is not None)
     with torch.no_grad():
         assert new(x).shape == orig(x).shape
 
@@ -51,7 +53,7 @@ def _check_swap(orig, x, ctx):
     c = orig.conv_dw.out_channels
     kh, kw = ctx.feature_size
     old_dw = c * 9 + (c if orig.conv_dw.bias is not None else 0)
-    expected = param_count(orig) - old_dw + _dw_pair_params(c, kh, kw, ctx.pe, False)
+    expected = param_count(orig) - old_dw + _dw_pair_params(c, kh, kw, ctx.pe, bias)
     assert param_count(new) == expected
     return new
 
@@ -62,6 +64,26 @@ def test_inverted_residual_swap(mobilenet, path):
     orig, x = model.get_submodule(path), inputs[path]
     new = _check_swap(orig, x, context(path, x, pe=path == "blocks.3.2"))
     check_runs_anywhere(new, x.shape[1], (5, 3))
+
+
+def test_inverted_residual_bias_option(mobilenet):
+    model, inputs = mobilenet
+    path = "blocks.3.2"
+    orig, x = model.get_submodule(path), inputs[path]
+    _check_swap(orig, x, context(path, x, bias=False), bias=False)
+    _check_swap(orig, x, context(path, x, bias=True), bias=True)
+
+
+def test_inverted_residual_paper_init_is_the_official_one(mobilenet):
+    # Official ParC-MobileNetV2: kaiming_normal(fan_out) -> std sqrt(2 / (C/2 * K)), bias 0.
+    torch.manual_seed(0)
+    block = InvertedResidual(64, 64, exp_ratio=6).eval()  # blocks.3.2 of mobilenetv2_100
+    x = torch.zeros(1, 64, 14, 14)
+    pair = build_replacement("parc_inverted_residual", block, context("b", x)).conv_dw
+    for parc in (pair.parc_h, pair.parc_w):
+        assert abs(parc.weight.std().item() - (2 / (192 * 14)) ** 0.5) < 0.0015  # 0.0273
+        assert parc.bias.abs().max() == 0
+        assert 0.015 < parc.pe.std().item() < 0.025  # trunc_normal(std=0.02)
 
 
 def test_inverted_residual_keeps_se():

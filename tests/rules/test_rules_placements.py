@@ -46,9 +46,19 @@ def test_parc_convnext(dims):
 
 
 def test_parc_mobilevit_converts_every_mobilevit_block():
+    # The default for mobilevit_* is the minimal swap (MobileViT widths), not ParC-Net-S.
     result = plan("mobilevit_s")
     assert selected(result) == ["stages.2.1", "stages.3.1", "stages.4.1"]
     assert {m.replacement for m in result.matches} == {"parc_mobilevit"}
+    assert not any(m.options.mid_mix for m in result.matches)
+
+
+def test_parcnet_s_converts_every_mobilevit_block_to_the_published_block():
+    result = plan("mobilevit_s", "parcnet-s")
+    assert selected(result) == ["stages.2.1", "stages.3.1", "stages.4.1"]
+    assert {m.replacement for m in result.matches} == {"parcnet_s_block"}
+    assert [m.info.stage for m in result.matches] == [2, 3, 4]  # kernels 256 / 2^(s+1)
+    assert all(m.options.pe is True and m.options.mid_mix is False for m in result.matches)
 
 
 def test_generic_rules_on_efficientnet_b0():

@@ -1,0 +1,92 @@
+"""ParC-Net-S exactly: a timm MobileVitBlock -> the published ParC-Net block (`parcnet_s_block`).
+
+The published ParC-Net-S (official `outer_frame_v1` with `gcc_ca_mf_block`, PARC.md
+section 3) is not MobileViT with its attention swapped: for a block with C input
+channels it works at D = 2C with an FFN of F = 2D, and its local, projection and fusion
+convs differ. Converting `mobilevit_s` with this replacement in all three MobileViT
+blocks gives ParC-Net-S's 5,037,088 parameters; everything outside those blocks keeps
+timm's shapes.
+
+    conv_kxk   grouped 3x3 conv C -> D (groups C) + BN + SiLU   (official dim_adaptive.0)
+    conv_1x1   1x1 conv D -> D, no BN, no act                    (dim_adaptive.1)
+    parc_blocks, norm   n ParC meta-formers + BN                 (spatial_global_rep)
+    conv_proj  grouped 1x1 conv D -> C (groups C) + BN + SiLU    (channel_adaptive)
+    conv_fusion 3x3 conv 2C -> C + BN + SiLU                     (local_global_fusion)
+
+The fusion conv is timm's, kept with its weights: it reads cat(shortcut, global) where
+the official one reads cat(global, shortcut), the same function with the weight's input
+halves swapped (parc_surgery.official swaps them on import and export).
+
+Kernel lengths are those of ParC-Net-S's native 256 x 256 input, 256 / stride (32, 16, 8
+in mobilevit_s), whatever the conversion's input size: ParC resamples them at run time.
+A rule's `kernel_size` overrides them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from timm.layers import ConvNormAct
+from torch import nn
+
+from .mobilevit import ParCMobileVitBlock, check_mobilevit_block, transformer_dims
+from .registry import ReplacementContext, ReplacementError, register_replacement
+
+__all__ = ["NATIVE_INPUT", "build_parcnet_s_block", "native_kernel_size"]
+
+_ACCEPTS = ("MobileVitBlock",)
+
+# ParC-Net-S is trained (and its kernels sized) at 256 x 256.
+NATIVE_INPUT = 256
+
+
+def native_kernel_size(ctx: ReplacementContext) -> tuple[int, int]:
+    """(kH, kW): the rule's kernel_size, else the feature size at 256 px (stage s: 2^(s+1))."""
+    size = ctx.options.kernel_size
+    if size is not None:
+        return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    stride = 2 ** (ctx.stage + 1)
+    if ctx.stage < 1 or NATIVE_INPUT % stride:
+        raise ReplacementError(
+            f"this MobileVitBlock is in stage {ctx.stage}, where ParC-Net-S has no native "
+            "kernel length",
+            where=ctx.path,
+            hint="set kernel_size in the rule",
+        )
+    return NATIVE_INPUT // stride, NATIVE_INPUT // stride
+
+
+@register_replacement("parcnet_s_block", accepts=_ACCEPTS, level="block")
+def build_parcnet_s_block(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
+    """MobileVitBlock -> ParC-Net-S block: D = 2C, F = 2D, grouped local/proj convs."""
+    check_mobilevit_block(module, ctx, "parcnet_s_block")
+    local = next(m for m in module.conv_kxk.modules() if isinstance(m, nn.Conv2d))
+    c = local.in_channels
+    if module.conv_fusion is None:
+        raise ReplacementError(
+            "this MobileVitBlock has no conv_fusion (no_fusion=True); ParC-Net-S fuses the "
+            "global path with the shortcut",
+            where=ctx.path,
+            hint="use parc_mobilevit for this block",
+        )
+    d = 2 * c
+    _, rates = transformer_dims(module, ctx)
+    new = ParCMobileVitBlock(
+        ConvNormAct(c, d, 3, groups=c, act_layer=nn.SiLU),
+        nn.Conv2d(d, d, 1, bias=False),
+        ConvNormAct(d, c, 1, groups=c, act_layer=nn.SiLU),
+        copy.deepcopy(module.conv_fusion),
+        d,
+        native_kernel_size(ctx),
+        [2 * d] * len(rates),
+        use_pe=ctx.pe,
+        impl=ctx.impl,
+        drop_path_rates=rates,
+        mid_mix=ctx.options.mid_mix,
+        bias=bool(ctx.options.bias),
+    )
+    # The official model initialises every nn.Conv2d with kaiming_normal(fan_out).
+    for conv in (new.conv_kxk.conv, new.conv_1x1, new.conv_proj.conv):
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out")
+    weight = local.weight
+    return new.to(device=weight.device, dtype=weight.dtype).train(module.training)

@@ -1,0 +1,341 @@
+"""Official ParC-Net weights <-> parc-surgery checkpoints (import-official, export-official).
+
+The four published networks the official code (hkzhang-git/ParC-Net) defines are each a
+shipped conversion of a timm model (`ARCHS`): the same parameters under other names
+(`official_names`), plus, for ParC-Net-S, the fusion conv's input halves in the other
+order (the official block concatenates (global, shortcut), timm's (shortcut, global)).
+
+import_official reads an official state_dict (a torch file, possibly nested under
+`state_dict` / `model` / `model_state_dict`, possibly `module.`-prefixed), builds the
+converted timm model, loads the renamed tensors strictly and writes a parc-surgery
+checkpoint. export_official does the reverse, after checking that the checkpoint is
+that published network. Any unmapped, missing or misshapen key is a CheckpointError
+(exit 6) that lists them; nothing is ever loaded or written partially.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from parc_surgery.errors import CheckpointError, UsageError
+from parc_surgery.official_names import NAME_MAPS
+
+__all__ = [
+    "ARCHS",
+    "MAX_OFFICIAL_BYTES",
+    "OfficialArch",
+    "export_official",
+    "from_official",
+    "import_official",
+    "read_official",
+    "to_official",
+]
+
+# An official checkpoint is at most a ResNet50 (~100 MB); refuse anything far larger
+# before torch.load reads it into memory.
+MAX_OFFICIAL_BYTES = 2 << 30
+_MAX_KEYS = 100_000
+_NESTING = ("state_dict", "model", "model_state_dict")
+
+
+@dataclass(frozen=True)
+class OfficialArch:
+    """A published ParC network as a shipped conversion of a timm model."""
+
+    name: str
+    title: str
+    model: str  # timm model name
+    rules: str  # shipped rules config
+    input_size: tuple[int, int]  # the resolution the official kernels are sized for
+    model_args: dict[str, Any] = field(default_factory=dict)
+    # Official keys that alias another official key (the same module registered twice).
+    aliases: dict[str, str] = field(default_factory=dict)
+    # Our keys whose tensor has its input halves swapped in the official layout.
+    swapped_halves: str = ""
+
+
+ARCHS: dict[str, OfficialArch] = {
+    arch.name: arch
+    for arch in (
+        OfficialArch("parc-resnet50", "ParC-ResNet50", "resnet50", "resnet50", (224, 224)),
+        OfficialArch(
+            "parc-mobilenetv2", "ParC-MobileNetV2", "mobilenetv2_100", "mobilenetv2", (224, 224)
+        ),
+        OfficialArch(
+            "parc-convnext-xt",
+            "ParC-ConvNeXt-XT",
+            "convnext_tiny",
+            "convnext",
+            (224, 224),
+            model_args={"dims": (48, 96, 192, 384)},
+        ),
+        OfficialArch(
+            "parcnet-s",
+            "ParC-Net-S",
+            "mobilevit_s",
+            "parcnet-s",
+            (256, 256),
+            # edgeformer keeps its last stride-2 MV2 block also as the attribute
+            # `residual`, so its state_dict holds those tensors twice.
+            aliases={"residual.": "layer_5.0."},
+            swapped_halves=".conv_fusion.conv.weight",
+        ),
+    )
+}
+
+
+def _arch(name: str) -> OfficialArch:
+    if name not in ARCHS:
+        raise UsageError(f"unknown --arch {name!r}", hint=f"choose one of {', '.join(ARCHS)}")
+    return ARCHS[name]
+
+
+@functools.lru_cache(maxsize=len(ARCHS))
+def _reference(name: str) -> tuple[nn.Module, Any]:
+    """The converted timm model (and Plan) of a published network; built once per process."""
+    from parc_surgery.apply import apply_plan
+    from parc_surgery.pipeline import plan_conversion
+
+    arch = ARCHS[name]
+    planned = plan_conversion(
+        arch.model, rules=arch.rules, input_size=arch.input_size, model_args=arch.model_args
+    )
+    return apply_plan(planned.model, planned.plan, seed=0), planned.plan
+
+
+def _swap_halves(t: torch.Tensor) -> torch.Tensor:
+    """(O, 2C, kh, kw) -> the same weight for inputs cat(b, a) instead of cat(a, b)."""
+    return torch.cat(t.chunk(2, dim=1)[::-1], dim=1)
+
+
+def _layout(arch: OfficialArch, key: str, tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` of our `key` in the other model's layout (the swap is its own inverse)."""
+    if arch.swapped_halves and key.endswith(arch.swapped_halves):
+        return _swap_halves(tensor)
+    return tensor
+
+
+def to_official(arch: OfficialArch, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our converted state_dict -> the official model's (renamed, fusion swapped, aliases)."""
+    names = NAME_MAPS[arch.name](state)
+    unmapped = sorted(set(state) - set(names))
+    if unmapped:
+        raise CheckpointError(
+            f"{len(unmapped)} keys have no place in the official {arch.title}: "
+            f"{_listing(unmapped)}",
+            hint=f"export-official takes a checkpoint of the shipped {arch.rules} conversion",
+        )
+    out = {names[key]: _layout(arch, key, tensor) for key, tensor in state.items()}
+    for alias, target in arch.aliases.items():
+        out.update(
+            {alias + k[len(target) :]: v for k, v in list(out.items()) if k.startswith(target)}
+        )
+    return out
+
+
+def from_official(
+    arch: OfficialArch, official: dict[str, torch.Tensor], own: dict[str, torch.Tensor], source: str
+) -> dict[str, torch.Tensor]:
+    """An official state_dict -> ours, checked against `own` (our model's state_dict).
+
+    Raises CheckpointError listing every unexpected, missing and misshapen key.
+    """
+    names = NAME_MAPS[arch.name](own)
+    wanted = {official_key: key for key, official_key in names.items()}
+    aliases = {k for k in official if any(k.startswith(a) for a in arch.aliases)}
+    unexpected = sorted(set(official) - set(wanted) - aliases)
+    missing = sorted(set(wanted) - set(official))
+    misshapen = [
+        f"{k} {tuple(official[k].shape)}, expected {tuple(own[wanted[k]].shape)}"
+        for k in sorted(set(wanted) & set(official))
+        if tuple(official[k].shape) != tuple(own[wanted[k]].shape)
+    ]
+    for alias in sorted(aliases):  # a duplicate of another key: only its shape must agree
+        prefix = next(a for a in arch.aliases if alias.startswith(a))
+        target = arch.aliases[prefix] + alias[len(prefix) :]
+        if target not in official:
+            unexpected.append(alias)
+        elif official[alias].shape != official[target].shape:
+            misshapen.append(f"{alias} {tuple(official[alias].shape)}, expected "
+                             f"{tuple(official[target].shape)}")  # fmt: skip
+    problems = [
+        f"{len(keys)} {label} ({_listing(keys)})"
+        for label, keys in (
+            ("unexpected keys", unexpected),
+            ("missing keys", missing),
+            ("keys with another shape", misshapen),
+        )
+        if keys
+    ]
+    if problems:
+        raise CheckpointError(
+            f"{source} is not an official {arch.title} state_dict: {'; '.join(problems)}",
+            hint=f"check --arch (one of {', '.join(ARCHS)}) and that the file is that model's "
+            "weights",
+        )
+    return {key: _layout(arch, key, official[official_key]) for official_key, key in wanted.items()}
+
+
+def read_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state_dict in an official torch file, read with weights_only=True.
+
+    The file is untrusted: it must be a regular file of at most MAX_OFFICIAL_BYTES
+    holding a dict of tensors (directly, under one of `_NESTING`, keys possibly
+    prefixed `module.`); anything else is a CheckpointError.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path} does not exist or is not a regular file")
+    size = path.stat().st_size
+    if size > MAX_OFFICIAL_BYTES:
+        raise CheckpointError(
+            f"{path} is {size / 2**30:.1f} GiB, larger than any official ParC-Net checkpoint "
+            f"({MAX_OFFICIAL_BYTES / 2**30:.0f} GiB at most)"
+        )
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad or hostile file
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else ""
+        raise CheckpointError(
+            f"{path} could not be read as a torch weights file ({type(err).__name__}: {first})",
+            hint="give the official .pt/.pth state_dict; only tensors and plain containers "
+            "are accepted (weights_only)",
+        ) from None
+    for _ in range(2):  # {"model": {...}} or {"state_dict": {"model": ...}}: unwrap
+        if isinstance(obj, dict):
+            nested = next((obj[k] for k in _NESTING if isinstance(obj.get(k), dict)), None)
+            obj = nested if nested is not None else obj
+    if (
+        not isinstance(obj, dict)
+        or not obj
+        or len(obj) > _MAX_KEYS
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    ):
+        raise CheckpointError(
+            f"{path} holds no state_dict (expected a dict of parameter names to tensors, "
+            f"directly or under {' / '.join(repr(k) for k in _NESTING)})"
+        )
+    if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
+    return obj
+
+
+def import_official(
+    path: str | os.PathLike, arch: str, output: str | os.PathLike, *, force: bool = False
+) -> dict[str, Any]:
+    """Official weights -> a parc-surgery checkpoint of the converted timm model.
+
+    Returns a summary (arch, model, params, output, sha256).
+    """
+    from parc_surgery.checkpoint import check_output, file_sha256, save
+
+    spec = _arch(arch)
+    check_output(output, force=force)  # fail before the slow part
+    official = read_official(path)
+    reference, plan = _reference(spec.name)
+    model = copy.deepcopy(reference)
+    state = from_official(spec, official, model.state_dict(), str(path))
+    model.load_state_dict(state, strict=True)
+    digest = save(model, plan, output, force=force, source_weights_sha256=file_sha256(path))
+    return _summary(spec, model, output, digest)
+
+
+def export_official(
+    checkpoint: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    arch: str | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """A parc-surgery checkpoint of a published network -> the official state_dict (.pt).
+
+    `arch` None: found from the checkpoint's recipe (its timm model and model args).
+    """
+    from parc_surgery.checkpoint import atomic_write, check_output, file_sha256, load, read_recipe
+
+    check_output(output, force=force)
+    recipe = read_recipe(checkpoint)
+    spec = _arch(arch) if arch else _arch_of(recipe, checkpoint)
+    model = load(checkpoint)
+    state = model.state_dict()
+    _check_is_reference(spec, state, recipe, checkpoint)
+    official = {k: v.detach().cpu().contiguous() for k, v in to_official(spec, state).items()}
+    with atomic_write(output, force=force) as tmp:
+        torch.save(official, tmp)
+    return _summary(spec, model, output, file_sha256(output))
+
+
+def _canonical(args: dict[str, Any]) -> str:
+    return json.dumps(args, sort_keys=True, default=list)
+
+
+def _arch_of(recipe: dict[str, Any], checkpoint: str | os.PathLike) -> OfficialArch:
+    plan = recipe.get("plan") or {}
+    model = str(plan.get("model", "")).split("/")[-1].split(".")[0]
+    args = _canonical(plan.get("model_args") or {})
+    for spec in ARCHS.values():
+        if spec.model == model and _canonical(spec.model_args) == args:
+            return spec
+    raise CheckpointError(
+        f"{checkpoint} converts {model or 'an unknown model'} with model args {args}, which is "
+        "none of the published ParC networks",
+        hint="give --arch, or convert resnet50 / mobilenetv2_100 / convnext_tiny "
+        "dims=[48,96,192,384] / mobilevit_s --rules parcnet-s at its native input size",
+    )
+
+
+def _check_is_reference(
+    spec: OfficialArch, state: dict[str, torch.Tensor], recipe: dict[str, Any], checkpoint
+) -> None:
+    """Refuse a checkpoint whose structure or block semantics differ from the published one."""
+    reference, plan = _reference(spec.name)
+    own = {k: tuple(v.shape) for k, v in state.items()}
+    ref = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
+    shapes = [f"{k} {own[k]}, published {ref[k]}" for k in sorted(set(own) & set(ref))
+              if own[k] != ref[k]]  # fmt: skip
+    problems = [
+        f"{len(keys)} {label} ({_listing(keys)})"
+        for label, keys in (
+            ("missing keys", sorted(set(ref) - set(own))),
+            ("extra keys", sorted(set(own) - set(ref))),
+            ("keys with another shape", shapes),
+        )
+        if keys
+    ]
+    # Options that change the function without changing any shape (mid_mix) count too.
+    swaps = {s["path"]: (s["replacement"], s["options"].get("mid_mix", False))
+             for s in recipe.get("plan", {}).get("swaps", [])}  # fmt: skip
+    expected = {s.path: (s.replacement, s.options.mid_mix) for s in plan.swaps}
+    if swaps != expected:
+        problems.append(f"swaps {sorted(swaps.items())}, published {sorted(expected.items())}")
+    if problems:
+        raise CheckpointError(
+            f"{checkpoint} is not the published {spec.title}: {'; '.join(problems)}",
+            hint=f"convert {spec.model} with --rules {spec.rules} at input "
+            f"{spec.input_size[0]}x{spec.input_size[1]} (the official kernel lengths)",
+        )
+
+
+def _summary(spec: OfficialArch, model: nn.Module, output, digest: str) -> dict[str, Any]:
+    return {
+        "arch": spec.name,
+        "model": spec.model,
+        "rules": spec.rules,
+        "params": sum(p.numel() for p in model.parameters()),
+        "output": str(output),
+        "sha256": digest,
+    }
+
+
+def _listing(items: list[str], limit: int = 12) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... and {len(items) - limit} more" if len(items) > limit else "")

@@ -1,0 +1,329 @@
+"""The published ParC networks: exact parameter counts, import-official / export-official.
+
+The official code is not a dependency, so its forward is recomputed here from the
+exported official state_dict (ParC-Net-S's `outer_frame_v1` with `gcc_ca_mf_block`s, a
+ParC-MobileNetV2 `InvertedResidual_parc`), following hkzhang-git/ParC-Net, and compared
+with the converted timm model.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from parc_surgery.checkpoint import load, save
+from parc_surgery.cli import app
+from parc_surgery.cli.options import OfficialArch
+from parc_surgery.official import ARCHS, _reference, read_official, to_official
+
+runner = CliRunner()
+
+# Official counts (the official constructors' sum of parameters; PARC.md sections 2-3).
+PUBLISHED = {
+    "parc-resnet50": 23_737_640,
+    "parc-mobilenetv2": 3_532_136,
+    "parc-convnext-xt": 7_412_824,
+    "parcnet-s": 5_037_088,
+}
+
+
+def _randomised(arch: str) -> torch.nn.Module:
+    """The arch's converted model with every tensor random (BN variances positive)."""
+    model = copy.deepcopy(_reference(arch)[0])
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5 if "running_var" in name
+                        else torch.randn(t.shape, generator=g) * 0.1)  # fmt: skip
+    return model.eval()
+
+
+def test_cli_arch_names_are_the_official_archs():
+    assert [a.value for a in OfficialArch] == list(ARCHS) == list(PUBLISHED)
+
+
+@pytest.mark.parametrize("arch", list(PUBLISHED))
+def test_shipped_conversions_have_the_official_parameter_counts(arch):
+    model, plan = _reference(arch)
+    assert sum(p.numel() for p in model.parameters()) == PUBLISHED[arch]
+    assert plan.rules_source == f"shipped:{ARCHS[arch].rules}"
+
+
+@pytest.fixture(scope="module", params=list(PUBLISHED))
+def round_trip(request, tmp_path_factory):
+    """export-official of a random converted model, then import-official of that file."""
+    arch = request.param
+    folder = tmp_path_factory.mktemp(arch)
+    model = _randomised(arch)
+    save(model, _reference(arch)[1], folder / "ours.safetensors")
+    ours, official = str(folder / "ours.safetensors"), str(folder / "official.pt")
+    exported = runner.invoke(app, ["export-official", ours, "-o", official, "--format", "json"])
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(exported.stdout)["arch"] == arch  # found from the recipe
+    imported = runner.invoke(app, ["import-official", str(folder / "official.pt"), "--arch", arch,
+                                   "-o", str(folder / "back.safetensors")])  # fmt: skip
+    assert imported.exit_code == 0, imported.output
+    assert f"{PUBLISHED[arch]:,} params" in imported.stderr
+    return arch, model, folder
+
+
+def test_export_then_import_gives_the_same_state_and_outputs(round_trip):
+    arch, model, folder = round_trip
+    back = load(folder / "back.safetensors").eval()
+    original, restored = model.state_dict(), back.state_dict()
+    assert set(original) == set(restored)
+    assert all(torch.equal(original[k], restored[k]) for k in original)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+
+
+def test_exported_file_has_the_official_names(round_trip):
+    arch, model, folder = round_trip
+    official = torch.load(folder / "official.pt", weights_only=True)
+    sd = model.state_dict()
+    theirs, ours = {
+        "parc-resnet50": ("layer3.3.parc_H.gcc_conv.weight", "layer3.3.conv2.parc_h.weight"),
+        "parc-mobilenetv2": ("features.9.gcc_W.pe", "blocks.3.2.conv_dw.parc_w.pe"),
+        "parc-convnext-xt": (
+            "stages.3.2.gcc_H.gcc_conv.bias",
+            "stages.3.blocks.2.conv_dw.parc_h.bias",
+        ),
+        "parcnet-s": (
+            "layer_4.1.spatial_global_rep.0.meta_pe_1_W",
+            "stages.3.1.parc_blocks.0.pe_w.pe",
+        ),
+    }[arch]
+    assert torch.equal(official[theirs], sd[ours])
+    if arch == "parcnet-s":
+        # edgeformer's `residual` attribute repeats layer_5.0; fusion reads cat(global, shortcut).
+        residual = [k for k in official if k.startswith("residual.")]
+        assert len(residual) == 18
+        assert all(torch.equal(official[k], official["layer_5.0." + k[9:]]) for k in residual)
+        ours = sd["stages.2.1.conv_fusion.conv.weight"]
+        theirs = official["layer_3.1.local_global_fusion.block.conv.weight"]
+        assert torch.equal(theirs, torch.cat((ours[:, 96:], ours[:, :96]), dim=1))
+
+
+def _bn(sd, p, x):
+    return F.batch_norm(x, sd[f"{p}.running_mean"], sd[f"{p}.running_var"],
+                        sd[f"{p}.weight"], sd[f"{p}.bias"], False, 0.0, 1e-5)  # fmt: skip
+
+
+def _conv_layer(sd, p, x, groups=1, norm=True, act=True):
+    """cvnets ConvLayer: conv ('same' padding, no bias) -> BN -> swish."""
+    w = sd[f"{p}.block.conv.weight"]
+    x = F.conv2d(x, w, padding=w.shape[-1] // 2, groups=groups)
+    x = _bn(sd, f"{p}.block.norm", x) if norm else x
+    return F.silu(x) if act else x
+
+
+def _gcc(x, w, bias, direction):
+    """The official global circular conv: circular extension, then a valid conv."""
+    ext = torch.cat((x, x[:, :, :-1]), 2) if direction == "H" else torch.cat((x, x[..., :-1]), 3)
+    return F.conv2d(ext, w, bias, groups=x.shape[1])
+
+
+def _gcc_ca_mf_block(sd, p, x):
+    x1, x2 = x.chunk(2, dim=1)
+    r1, r2 = x1, x2
+    pe = f"{p}.meta_pe_1_H" in sd
+    if pe:
+        x1, x2 = x1 + sd[f"{p}.meta_pe_1_H"], x2 + sd[f"{p}.meta_pe_1_W"]
+    x1, x2 = _bn(sd, f"{p}.pre_Norm_1", x1), _bn(sd, f"{p}.pre_Norm_2", x2)
+    y1, y2 = (
+        _gcc(x1, sd[f"{p}.meta_kernel_1_H"], None, "H"),
+        _gcc(x2, sd[f"{p}.meta_kernel_1_W"], None, "W"),
+    )
+    if pe:
+        y1, y2 = y1 + sd[f"{p}.meta_pe_2_W"], y2 + sd[f"{p}.meta_pe_2_H"]
+    z1, z2 = (
+        _gcc(y1, sd[f"{p}.meta_kernel_2_W"], None, "W"),
+        _gcc(y2, sd[f"{p}.meta_kernel_2_H"], None, "H"),
+    )
+    x = torch.cat((r1 + z1, r2 + z2), dim=1)
+    f = _bn(sd, f"{p}.ffn.0", x)
+    f = F.conv2d(F.hardswish(F.conv2d(f, sd[f"{p}.ffn.1.weight"], sd[f"{p}.ffn.1.bias"])),
+                 sd[f"{p}.ffn.4.weight"], sd[f"{p}.ffn.4.bias"])  # fmt: skip
+    a = _bn(sd, f"{p}.ca.fc.1", F.conv2d(f.mean((2, 3), keepdim=True), sd[f"{p}.ca.fc.0.weight"]))
+    a = _bn(sd, f"{p}.ca.fc.4", F.conv2d(F.hardswish(a), sd[f"{p}.ca.fc.3.weight"]))
+    return x + f * F.hardsigmoid(a)
+
+
+def _outer_frame_v1(sd, p, x, n):
+    c = x.shape[1]
+    res = x
+    x = _conv_layer(sd, f"{p}.dim_adaptive.0", x, groups=c)
+    x = F.conv2d(x, sd[f"{p}.dim_adaptive.1.block.conv.weight"])
+    for j in range(n):
+        x = _gcc_ca_mf_block(sd, f"{p}.spatial_global_rep.{j}", x)
+    x = _bn(sd, f"{p}.spatial_global_rep.{n}", x)
+    x = _conv_layer(sd, f"{p}.channel_adaptive", x, groups=c)
+    return _conv_layer(sd, f"{p}.local_global_fusion", torch.cat((x, res), dim=1))
+
+
+@pytest.mark.parametrize(("stage", "n", "size"), [(2, 2, 32), (3, 4, 16), (4, 3, 8)])
+def test_parcnet_s_blocks_compute_the_official_outer_frame(stage, n, size):
+    model = _randomised("parcnet-s")
+    official = to_official(ARCHS["parcnet-s"], model.state_dict())
+    block = model.stages[stage][1]
+    x = torch.randn(2, block.conv_kxk.conv.in_channels, size, size)
+    with torch.no_grad():
+        expected = _outer_frame_v1(official, f"layer_{stage + 1}.1", x, n)
+        torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_parc_mobilenetv2_block_computes_the_official_one():
+    model = _randomised("parc-mobilenetv2")
+    sd = to_official(ARCHS["parc-mobilenetv2"], model.state_dict())
+    x = torch.randn(2, 64, 14, 14)
+    with torch.no_grad():
+        h = F.relu6(
+            _bn(sd, "features.9.pw_expand.1", F.conv2d(x, sd["features.9.pw_expand.0.weight"]))
+        )
+        h1, h2 = h.chunk(2, dim=1)
+        h1 = _gcc(h1 + sd["features.9.gcc_H.pe"], sd["features.9.gcc_H.gcc_conv.weight"],
+                  sd["features.9.gcc_H.gcc_conv.bias"], "H")  # fmt: skip
+        h2 = _gcc(h2 + sd["features.9.gcc_W.pe"], sd["features.9.gcc_W.gcc_conv.weight"],
+                  sd["features.9.gcc_W.gcc_conv.bias"], "W")  # fmt: skip
+        h = F.relu6(_bn(sd, "features.9.bn", torch.cat((h1, h2), dim=1)))
+        expected = x + _bn(
+            sd, "features.9.pw_linear.1", F.conv2d(h, sd["features.9.pw_linear.0.weight"])
+        )
+        torch.testing.assert_close(model.blocks[3][2](x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def convnext_official():
+    """A valid official ParC-ConvNeXt-XT state_dict (the cheapest arch to build)."""
+    return to_official(ARCHS["parc-convnext-xt"], _randomised("parc-convnext-xt").state_dict())
+
+
+def _import(tmp_path, obj, *extra):
+    path = tmp_path / "official.pth"
+    if isinstance(obj, bytes):
+        path.write_bytes(obj)
+    else:
+        torch.save(obj, path)
+    out = tmp_path / "out.safetensors"
+    result = runner.invoke(
+        app, ["import-official", str(path), "--arch", "parc-convnext-xt", "-o", str(out), *extra]
+    )
+    return result, out
+
+
+def test_import_accepts_nesting_and_a_module_prefix(tmp_path, convnext_official):
+    nested = {"epoch": 3, "model": {f"module.{k}": v for k, v in convnext_official.items()}}
+    result, out = _import(tmp_path, nested)
+    assert result.exit_code == 0, result.output
+    restored = load(out).state_dict()
+    assert torch.equal(
+        restored["stages.2.blocks.6.conv_dw.parc_w.pe"], convnext_official["stages.2.6.gcc_W.pe"]
+    )
+    assert read_official(tmp_path / "official.pth").keys() == convnext_official.keys()
+
+
+def _edited(official, drop=(), add=None, reshape=None):
+    out = {k: v for k, v in official.items() if k not in drop}
+    out.update(add or {})
+    for key, shape in (reshape or {}).items():
+        out[key] = torch.zeros(shape)
+    return out
+
+
+PE, EXTRA, KERNEL = (
+    "stages.2.6.gcc_H.pe",
+    "stages.2.6.gcc_H.extra",
+    "stages.2.7.gcc_W.gcc_conv.weight",
+)
+
+
+@pytest.mark.parametrize(
+    ("edit", "listed"),
+    [
+        (dict(drop=[PE, "head.bias"]), ["2 missing keys", PE, "head.bias"]),
+        (dict(add={EXTRA: torch.zeros(1)}), ["1 unexpected keys", EXTRA]),
+        (
+            dict(reshape={KERNEL: (96, 1, 1, 7)}),
+            [f"{KERNEL} (96, 1, 1, 7), expected (96, 1, 1, 14)"],
+        ),
+    ],
+    ids=["missing", "extra", "shape"],
+)
+def test_import_refuses_a_mismatched_state_dict_and_lists_the_keys(
+    tmp_path, convnext_official, edit, listed
+):
+    result, out = _import(tmp_path, _edited(convnext_official, **edit))
+    assert result.exit_code == 6, result.output
+    for text in listed:
+        assert text in result.stderr
+    assert "Traceback" not in result.output and not out.exists()
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+@pytest.mark.parametrize(
+    ("obj", "message"),
+    [
+        ([torch.zeros(1)], "holds no state_dict"),
+        ({"state_dict": {"a": 1}}, "holds no state_dict"),
+        (b"\x00\x01 not a torch file", "could not be read"),
+        ({"w": _Payload()}, "could not be read"),
+    ],
+    ids=["list", "not-tensors", "garbage", "pickled-object"],
+)
+def test_import_refuses_files_that_are_not_state_dicts(tmp_path, obj, message):
+    result, out = _import(tmp_path, obj)  # torch.save pickles the payload's __reduce__
+    assert result.exit_code == 6, result.output
+    assert message in result.stderr and "this must never run" not in result.output
+    assert not out.exists()
+
+
+def test_import_never_overwrites_without_force(tmp_path, convnext_official):
+    (tmp_path / "out.safetensors").write_text("keep me")
+    result, out = _import(tmp_path, convnext_official)
+    assert result.exit_code == 7 and out.read_text() == "keep me"
+    result, out = _import(tmp_path, convnext_official, "--force")
+    assert result.exit_code == 0 and load(out) is not None
+
+
+def test_import_needs_an_arch(tmp_path):
+    result = runner.invoke(
+        app, ["import-official", str(tmp_path / "x.pt"), "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2 and "--arch" in result.stderr
+
+
+def test_export_refuses_a_conversion_that_is_not_the_published_one(tmp_path):
+    from parc_surgery.pipeline import convert
+
+    # ConvNeXt-XT converted at 64 px: kernels of 4 and 2, not the official 14 and 7.
+    small = tmp_path / "small.safetensors"
+    convert(
+        "convnext_tiny",
+        model_args={"dims": (48, 96, 192, 384)},
+        input_size=(64, 64),
+        output=str(small),
+    )
+    result = runner.invoke(app, ["export-official", str(small), "-o", str(tmp_path / "o.pt")])
+    assert result.exit_code == 6, result.output
+    assert "not the published ParC-ConvNeXt-XT" in result.stderr
+    assert (
+        "stages.2.blocks.6.conv_dw.parc_h.weight (96, 1, 4, 1), published (96, 1, 14, 1)"
+        in result.stderr
+    )
+    assert not (tmp_path / "o.pt").exists()
+    # A model that is no published network at all.
+    other = tmp_path / "other.safetensors"
+    convert("convnext_atto", input_size=(64, 64), output=str(other))
+    result = runner.invoke(app, ["export-official", str(other), "-o", str(tmp_path / "o.pt")])
+    assert result.exit_code == 6 and "none of the published ParC networks" in result.stderr
