@@ -7,7 +7,7 @@
 - `pair`: an original model and its conversion, for the analyses to compare.
 """
 
-from parc_surgery.analysis.bench import bench_pair, count_macs, count_params, latency_stats
+from parc_surgery.analysis.bench import bench_pair, latency_stats
 from parc_surgery.analysis.erf import (
     area_ratios,
     compare_erf,
@@ -25,8 +25,6 @@ __all__ = [
     "bench_pair",
     "compare_erf",
     "convert_pair",
-    "count_macs",
-    "count_params",
     "erf_map",
     "export_onnx",
     "image_inputs",

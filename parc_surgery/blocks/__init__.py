@@ -1,10 +1,12 @@
 """Replacement blocks: the registry and one builder file per block family.
 
 Importing this package registers every built-in replacement:
-parc_bottleneck, parc_inverted_residual, parc_convnext, parc_mobilevit, parc_dwconv.
+parc_bottleneck, parc_inverted_residual, parc_convnext, parc_mobilevit, parc_dwconv
+(the first three also for torchvision's blocks: blocks/torchvision.py).
 """
 
 from . import bottleneck, convnext, dwconv, inverted_residual, mobilevit  # noqa: F401  (register)
+from . import torchvision as _torchvision  # noqa: F401  (after the families it extends)
 from .mobilevit import ChannelAttention, ConvFfn, ParCMetaFormerBlock, ParCMobileVitBlock
 from .registry import (
     Replacement,
@@ -12,6 +14,7 @@ from .registry import (
     ReplacementError,
     build_replacement,
     get_replacement,
+    register_builder,
     register_replacement,
     replacement_names,
 )
@@ -26,6 +29,7 @@ __all__ = [
     "ReplacementError",
     "build_replacement",
     "get_replacement",
+    "register_builder",
     "register_replacement",
     "replacement_names",
 ]

@@ -23,6 +23,8 @@ from parc_surgery.cli.options import (
     ModelArg,
     ModelArgsOpt,
     QuietOpt,
+    StagesOpt,
+    StrictOpt,
 )
 from parc_surgery.errors import ParcSurgeryError
 from parc_surgery.report import dumps
@@ -151,12 +153,10 @@ def rules_validate_command(
     model: Annotated[
         str | None, typer.Option("--model", help="Also match the rules against this timm model.")
     ] = None,
-    stages: Annotated[str | None, typer.Option("--stages", help="Stages for --model.")] = None,
+    stages: StagesOpt = None,
     input_size: InputSizeOpt = None,
     model_arg: ModelArgsOpt = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 3 if a rule matches nothing.")
-    ] = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Check a rules file: YAML, schema, replacement names; optionally against a model."""
     from parc_surgery.pipeline import plan_conversion

@@ -13,7 +13,12 @@ from typing import Annotated
 
 import typer
 
+from parc_surgery.options import IMPL_CHOICES
+
 __all__ = [
+    "ExportImpl",
+    "ExportImplOpt",
+    "Impl",
     "CheckpointArg",
     "DataFormat",
     "FormatOpt",
@@ -28,6 +33,7 @@ __all__ = [
     "RulesOpt",
     "SeedOpt",
     "StagesOpt",
+    "StrictOpt",
     "WeightsOpt",
 ]
 
@@ -45,6 +51,18 @@ class PlanFormat(str, Enum):
     table = "table"
     diff = "diff"
     json = "json"
+
+
+# The ParC backends (options.IMPL_CHOICES), as an Enum so --help lists them.
+Impl = Enum("Impl", {name: name for name in IMPL_CHOICES}, type=str)
+Impl.__doc__ = "A ParC backend, or auto (chosen per shape)."
+
+
+class ExportImpl(str, Enum):
+    """The backends with a portable ONNX form (FFT has none)."""
+
+    spatial = "spatial"
+    circulant = "circulant"
 
 
 ModelArg = Annotated[
@@ -96,6 +114,17 @@ QuietOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for new parameters and inputs.")]
 ImplOpt = Annotated[
-    str,
-    typer.Option("--impl", help="ParC backend: auto | spatial | fft | circulant."),
+    Impl,
+    typer.Option("--impl", help="ParC backend (auto: chosen per shape).", case_sensitive=False),
+]
+ExportImplOpt = Annotated[
+    ExportImpl,
+    typer.Option(
+        "--impl",
+        help="ParC backend to export: spatial (Conv) or circulant (MatMul).",
+        case_sensitive=False,
+    ),
+]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Fail (exit 3) when a rule matches nothing.")
 ]
