@@ -37,7 +37,7 @@ app.add_typer(rules_app, name="rules")
 
 def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[str, Any]:
     """Stages, containers and what each shipped config would select in model `name`."""
-    from parc_surgery.graph import analyze
+    from parc_surgery.graph import analyze, container_blocks
     from parc_surgery.models import create_model
     from parc_surgery.rules import load_rules, match, shipped_configs
 
@@ -47,9 +47,7 @@ def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[st
     for stage in graph.stages.values():
         containers = []
         for path, length in stage.containers:
-            block_types = sorted(
-                {type(child).__name__ for child in model.get_submodule(path).children()}
-            )
+            block_types = sorted({type(child).__name__ for child in container_blocks(model, path)})
             containers.append({"path": path, "blocks": length, "types": block_types})
         stages.append(
             {
