@@ -1,8 +1,9 @@
 """Checkpoints: safetensors weights plus the recipe that rebuilds the architecture.
 
 save() writes atomically (a temporary file in the target directory, then a rename), so a
-failure never leaves a partial file. load() rebuilds the model from the recipe with
-timm.create_model(pretrained=False) and the same surgery, then loads weights strictly.
+failure never leaves a partial file. load() rebuilds the model from the recipe (by its
+timm or torchvision name with random weights, or onto the base model the caller passes)
+with the same surgery, then loads weights strictly.
 """
 
 from __future__ import annotations

@@ -162,3 +162,19 @@ def test_the_cli_converts_torchvision_names():
     assert plan["model"] == "torchvision:mobilenet_v2"
     unknown = CliRunner().invoke(convert_app, ["torchvision:resnet5O", "--dry-run"])
     assert unknown.exit_code == 2 and "resnet50" in unknown.output
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_torchvision_models_have_timms_stages(name):
+    from parc_surgery.graph import analyze
+
+    def stages(model):
+        graph = analyze(model.eval(), input_size=SIZE)
+        return [
+            (s.stage, s.stride, s.feature_size, s.channels, [n for _, n in s.containers])
+            for s in graph.stages.values()
+        ]
+
+    tv = stages(torchvision.models.get_model(name))
+    assert tv == stages(ps.create_model(PAIRS[name][0]))
+    assert [s[1] for s in tv] == [4, 8, 16, 32]

@@ -66,7 +66,11 @@ class ExportImpl(str, Enum):
 
 
 ModelArg = Annotated[
-    str, typer.Argument(help="timm model name, e.g. resnet50.", show_default=False)
+    str,
+    typer.Argument(
+        help="timm model name (resnet50) or torchvision:NAME (torchvision:resnet50).",
+        show_default=False,
+    ),
 ]
 CheckpointArg = Annotated[
     Path, typer.Argument(help="A parc-surgery checkpoint (.safetensors).", show_default=False)
@@ -93,7 +97,8 @@ InputSizeOpt = Annotated[
 ModelArgsOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--model-arg", help="KEY=VALUE passed to timm.create_model (VALUE is YAML); repeatable."
+        "--model-arg",
+        help="KEY=VALUE passed to the model's constructor (VALUE is YAML); repeatable.",
     ),
 ]
 WeightsOpt = Annotated[
