@@ -110,7 +110,14 @@ def _runs(
     stage_of: dict[str, int | None],
     channels_of: dict[str, int],
 ) -> dict[str, tuple[str, int, int]]:
-    """{block path: (run name, index, length)} for the runs among a container's children."""
+    """{block path: (run name, index, length)} for the runs among a container's children.
+
+    Nothing when a child is a plain layer (a transition's conv: not a stack of blocks),
+    or when runs average under two blocks (every block its own width, as in RexNet or
+    DPN: a run of one places nothing that the whole container would not).
+    """
+    if any(next(modules[_join(path, n)].children(), None) is None for n in names):
+        return {}
     groups: list[list[int]] = []
     last_key = None
     for i, name in enumerate(names):
@@ -125,6 +132,8 @@ def _runs(
             groups.append([])
         groups[-1].append(i)
         last_key = key
+    if not groups or sum(map(len, groups)) < 2 * len(groups):
+        return {}
     found = {}
     for group in groups:
         run = f"{path}[{group[0]}:{group[-1] + 1}]" if path else f"[{group[0]}:{group[-1] + 1}]"
