@@ -96,6 +96,11 @@ class Replacement:
         """Every class it can replace: bare or module-qualified class names ("*" = any)."""
         return tuple(entry for entry, _ in self.builders)
 
+    @property
+    def builder(self) -> Builder:
+        """The builder registered with the replacement (the family's own)."""
+        return self.builders[0][1]
+
     def builder_for(self, module: nn.Module) -> Builder | None:
         """The builder for `module`'s class: a qualified entry, else a bare one, else "*"."""
         found = dict(self.builders)
