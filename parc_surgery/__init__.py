@@ -1,9 +1,12 @@
-"""parc-surgery: convert timm vision models to ParC / Fast-ParC networks.
+"""parc-surgery: convert vision models (timm, torchvision, your own) to ParC / Fast-ParC.
 
 import parc_surgery as ps
-planned = ps.plan_conversion("resnet50", stages=[3, 4])   # changes nothing
+plan = ps.parcify_(model)                                 # any nn.Module, in place
+ps.save(model, plan, "parc.safetensors")
+model = ps.load("parc.safetensors", model=base)           # base: the unconverted model
+planned = ps.plan_conversion("resnet50", stages=[3, 4])   # by name; changes nothing
 result = ps.convert("resnet50", stages=[3, 4], output="r50-parc.safetensors")
-model = ps.load("r50-parc.safetensors")
+backbone = ps.load("r50-parc.safetensors", features_only=True, out_indices=(3, 4))
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ __all__ = [
     "convert",
     "create_model",
     "load",
+    "parcify_",
     "plan_conversion",
     "save",
     "verify",
@@ -33,6 +37,7 @@ _EXPORTS = {
     "verify": "parc_surgery.apply",
     "convert": "parc_surgery.pipeline",
     "create_model": "parc_surgery.models",
+    "parcify_": "parc_surgery.pipeline",
     "plan_conversion": "parc_surgery.pipeline",
     "load": "parc_surgery.checkpoint",
     "save": "parc_surgery.checkpoint",

@@ -6,6 +6,7 @@ re-traces the converted model and compares shapes with the original's ModelGraph
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,11 +16,45 @@ from parc_surgery.blocks.registry import build_for_swap
 from parc_surgery.errors import TraceError, VerificationError
 from parc_surgery.plan import Plan
 
-__all__ = ["PARC_LEAF_CLASSES", "apply_plan", "verify"]
+__all__ = ["PARC_LEAF_CLASSES", "OutputComparison", "Verification", "apply_plan", "verify"]
 
 # Modules parc-surgery installs: traced as leaves, since their forward branches on the
 # runtime feature size (kernel resampling) which symbolic tracing cannot follow.
 PARC_LEAF_CLASSES = ("ParC", "ParCPair", "ParCMobileVitBlock")
+
+
+@dataclass
+class OutputComparison:
+    """Original and converted model run on one seeded batch (`convert(check_outputs=True)`)."""
+
+    output_shape_original: list[int]
+    output_shape_converted: list[int]
+    finite: bool
+    cosine_similarity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class Verification:
+    """What was checked on a converted model; `to_dict` gives the JSON `verification` keys."""
+
+    blocks_checked: int  # swapped blocks whose output shape equals the original's
+    output_shape: list[int]  # the model's output at batch 1 and the plan's input size
+    outputs: OutputComparison | None = None
+    onnx: dict[str, Any] | None = None  # the ONNX export's result (--export-onnx)
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "blocks_checked": self.blocks_checked,
+            "output_shape": list(self.output_shape),
+        }
+        if self.outputs is not None:
+            data["outputs"] = self.outputs.to_dict()
+        if self.onnx is not None:
+            data["onnx"] = self.onnx
+        return data
 
 
 def apply_plan(model: nn.Module, plan: Plan, *, seed: int | None = 0) -> nn.Module:
@@ -41,10 +76,10 @@ def apply_plan(model: nn.Module, plan: Plan, *, seed: int | None = 0) -> nn.Modu
     return model
 
 
-def verify(model: nn.Module, plan: Plan, original_graph: Any, *, leaf_classes=()) -> dict:
+def verify(model: nn.Module, plan: Plan, original_graph: Any, *, leaf_classes=()) -> Verification:
     """Re-trace the converted model; every swapped block and the model keep their shapes.
 
-    Returns figures for the report: blocks checked and the output shape.
+    Returns what was checked (VerificationError when a shape differs).
     """
     from parc_surgery.graph import analyze
 
@@ -75,4 +110,4 @@ def verify(model: nn.Module, plan: Plan, original_graph: Any, *, leaf_classes=()
             f"the converted model outputs {tuple(model_after)} where the original "
             f"output {tuple(model_before)}"
         )
-    return {"blocks_checked": len(plan.swaps), "output_shape": list(model_after or ())}
+    return Verification(blocks_checked=len(plan.swaps), output_shape=list(model_after or ()))

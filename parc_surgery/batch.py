@@ -130,6 +130,7 @@ def run_batch(
     the jobs file's folder (weights, rules); a job without output writes
     `<model>-parc.safetensors` into `output_dir`, else beside the jobs file.
     """
+    from parc_surgery.models import file_stem
     from parc_surgery.pipeline import convert
 
     path = Path(path)
@@ -143,7 +144,7 @@ def run_batch(
         name = job.name or job.model
         if on_job:
             on_job(number, name)
-        output = out_base / (job.output or f"{job.model.replace('/', '_')}-parc.safetensors")
+        output = out_base / (job.output or f"{file_stem(job.model)}-parc.safetensors")
         started = time.perf_counter()
         try:
             result = convert(

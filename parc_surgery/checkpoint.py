@@ -1,8 +1,9 @@
 """Checkpoints: safetensors weights plus the recipe that rebuilds the architecture.
 
 save() writes atomically (a temporary file in the target directory, then a rename), so a
-failure never leaves a partial file. load() rebuilds the model from the recipe with
-timm.create_model(pretrained=False) and the same surgery, then loads weights strictly.
+failure never leaves a partial file. load() rebuilds the model from the recipe (by its
+timm or torchvision name with random weights, or onto the base model the caller passes)
+with the same surgery, then loads weights strictly.
 """
 
 from __future__ import annotations
@@ -157,20 +158,33 @@ def read_recipe(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: its recipe is not valid JSON ({err})") from None
 
 
-def load(path: str | os.PathLike, *, map_location: str = "cpu") -> nn.Module:
-    """Rebuild a converted model from a parc-surgery checkpoint and load its weights."""
+def load(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+    map_location: str = "cpu",
+) -> nn.Module:
+    """Rebuild a converted model from a parc-surgery checkpoint and load its weights.
+
+    The base model is built from the recipe (timm, or torchvision by name) unless given
+    as `model` (needed for a custom nn.Module): it must be the unconverted architecture
+    the checkpoint was made from; it is converted in place and returned. With
+    `features_only`, returns a feature extractor (`parc_surgery.backbone.features_only`)
+    giving the maps at `out_indices`, with `feature_info`.
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from parc_surgery.apply import apply_plan
-    from parc_surgery.models import create_model
 
     recipe = read_recipe(path)
     try:
         plan = Plan.from_dict(recipe["plan"])
     except (KeyError, TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: its recipe is incomplete ({err})") from None
-    model = create_model(plan.model, plan.model_args)
+    model = _model_for_recipe(plan, model, path)
     apply_plan(model, plan, seed=None)
     try:
         state = load_file(str(path), device=map_location)
@@ -180,6 +194,54 @@ def load(path: str | os.PathLike, *, map_location: str = "cpu") -> nn.Module:
             hint="the file may be truncated: write it again with parc-convert",
         ) from None
     _load_strict(model, state, source=str(path), error=CheckpointError)
+    if features_only:
+        from parc_surgery.backbone import features_only as backbone
+
+        leaf = plan.rules.get("leaf", []) if isinstance(plan.rules, dict) else []
+        return backbone(model, out_indices, input_size=plan.input_size, leaf_classes=leaf)
+    return model
+
+
+def _model_for_recipe(plan: Plan, model: nn.Module | None, path) -> nn.Module:
+    """The unconverted base model the recipe's plan applies to: built, or checked."""
+    from parc_surgery.errors import UsageError
+    from parc_surgery.models import class_path, create_model
+    from parc_surgery.ops import ParC
+
+    source = plan.source
+    if model is None:
+        name = source.model_name if source is not None else plan.model
+        if name is None:
+            raise UsageError(
+                f"{path} holds a converted {source.kind} model ({source.class_path}) that "
+                "parc-surgery cannot build by itself",
+                hint=f"build the unconverted {source.class_path.rpartition('.')[2]} in Python "
+                "and pass it: parc_surgery.load(path, model=...)",
+            )
+        return create_model(name, plan.model_args)
+    if any(isinstance(m, ParC) for m in model.modules()):
+        raise UsageError(
+            f"the model passed to load {path} is already converted",
+            hint="pass the unconverted base model: load() applies the recipe to it",
+        )
+    if source is not None and class_path(model) != source.class_path:
+        raise CheckpointError(
+            f"{path} was converted from a {source.class_path}, not a {class_path(model)}",
+            hint="pass the architecture the checkpoint was made from",
+        )
+    modules = dict(model.named_modules())
+    wrong = [
+        f"{s.path} ({type(modules[s.path]).__name__ if s.path in modules else 'missing'}, "
+        f"recipe: {s.module_type})"
+        for s in plan.swaps
+        if s.path not in modules or type(modules[s.path]).__name__ != s.module_type
+    ]
+    if wrong:
+        raise CheckpointError(
+            f"the model passed to load {path} does not have the recipe's architecture: "
+            f"{_preview(wrong)}",
+            hint="build it with the arguments the checkpoint was made with",
+        )
     return model
 
 

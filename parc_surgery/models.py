@@ -1,27 +1,48 @@
-"""The model adapter: create a timm model by name, and read what the rest needs of a model.
+"""The model adapter: create a model by name, and read what the rest needs of a model.
 
-Everything parc-surgery asks of "a model" goes through here: building one by name (with
-user-facing errors), its name, its input channels and its default input size. Nothing
-above this module is imported here, so checkpoint, pipeline, analysis and train can all
-use it without an import circle.
+Everything parc-surgery asks of "a model" goes through here: building one by name (a timm
+name, or "torchvision:NAME"; with user-facing errors), where a model object comes from
+(`source_of`), its name, its input channels, its default input size, and running it in
+eval mode for a moment (`eval_mode`). Nothing above this module is imported here, so
+checkpoint, pipeline, analysis and train can all use it without an import circle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+from collections.abc import Iterator
 from typing import Any
 
 from torch import nn
 
 from parc_surgery.errors import UsageError, WeightsError
+from parc_surgery.plan import ModelSource
 
-__all__ = ["DEFAULT_INPUT_SIZE", "create_model", "input_channels", "input_size_of", "model_name_of"]
+__all__ = [
+    "DEFAULT_INPUT_SIZE",
+    "TORCHVISION_PREFIX",
+    "class_path",
+    "create_model",
+    "eval_mode",
+    "file_stem",
+    "input_channels",
+    "input_size_of",
+    "model_name_of",
+    "source_of",
+]
 
 DEFAULT_INPUT_SIZE = (224, 224)
 
+# A name with this prefix is a torchvision model: "torchvision:resnet50".
+TORCHVISION_PREFIX = "torchvision:"
+
 
 def create_model(name: str, model_args: dict[str, Any] | None = None, *, pretrained=False):
-    """timm.create_model with user-facing errors for unknown names and bad kwargs."""
+    """A model by name (timm's, or "torchvision:NAME"), with user-facing errors for
+    unknown names and bad kwargs. Random weights unless `pretrained` (needs network)."""
+    if name.startswith(TORCHVISION_PREFIX):
+        return _create_torchvision(name[len(TORCHVISION_PREFIX) :], model_args, pretrained)
     import timm
 
     model_args = dict(model_args or {})
@@ -39,11 +60,79 @@ def create_model(name: str, model_args: dict[str, Any] | None = None, *, pretrai
     except Exception as err:
         if not pretrained:
             raise
-        raise WeightsError(
-            f"could not fetch pretrained weights for {name!r} "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'})",
-            hint="without network access, download the weights elsewhere and pass --weights FILE",
+        raise _fetch_error(name, err) from None
+
+
+def _create_torchvision(name: str, model_args: dict[str, Any] | None, pretrained: bool):
+    import torchvision
+
+    model_args = dict(model_args or {})
+    known = torchvision.models.list_models()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
+        hint = f"did you mean: {', '.join(close)}?" if close else "see its list_models()"
+        raise UsageError(f"unknown torchvision model {name!r}", hint=hint)
+    try:
+        return torchvision.models.get_model(
+            name, weights="DEFAULT" if pretrained else None, **model_args
+        )
+    except TypeError as err:
+        raise UsageError(
+            f"torchvision model {name!r} does not accept the arguments {model_args}: {err}",
+            hint="check the --model-arg names against the model's builder",
         ) from None
+    except Exception as err:
+        if not pretrained:
+            raise
+        raise _fetch_error(TORCHVISION_PREFIX + name, err) from None
+
+
+def _fetch_error(name: str, err: Exception) -> WeightsError:
+    return WeightsError(
+        f"could not fetch pretrained weights for {name!r} "
+        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'})",
+        hint="without network access, download the weights elsewhere and pass --weights FILE",
+    )
+
+
+def file_stem(name: str) -> str:
+    """A model name as a file name stem: "timm/resnet50" -> "timm_resnet50"."""
+    return name.replace("/", "_").replace(":", "_")
+
+
+def source_of(model: nn.Module, name: str | None = None) -> ModelSource:
+    """Where `model` comes from: timm, torchvision or custom, by its class's module.
+
+    `name` is the name it was created by, if any; a timm model object is named by its
+    pretrained_cfg's architecture (rebuilt with timm's default kwargs on load).
+    """
+    cls = type(model)
+    package = cls.__module__.split(".")[0]
+    kind = package if package in ("timm", "torchvision") else "custom"
+    if name is None and kind == "timm":
+        arch = model_name_of(model)
+        name = arch if arch != cls.__name__ else None
+    if name is not None and name.startswith(TORCHVISION_PREFIX):
+        name = name[len(TORCHVISION_PREFIX) :]
+    return ModelSource(kind=kind, name=name, class_path=class_path(model))
+
+
+def class_path(module: nn.Module) -> str:
+    """ "package.module.Class" of a module's class."""
+    cls = type(module)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put `model` in eval mode; restore every submodule's own training flag on exit."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in flags:
+            module.training = training
 
 
 def model_name_of(model: nn.Module) -> str:

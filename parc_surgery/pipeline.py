@@ -1,23 +1,41 @@
 """The pipeline: one orchestration for the CLI, batch jobs and the Python API.
 
-plan_conversion: model name + rules -> (model, ModelGraph, Plan)   (changes nothing)
+plan_conversion: a model (object or name) + rules -> model, ModelGraph, Plan (changes nothing)
 convert:         ... -> apply -> verify -> optional save            (the real job)
+parcify_:        convert a model object in place and return its Plan (the public verb)
+
+A model given by name is created here (models.create_model) and owned by the pipeline; a
+model object is the caller's and is converted in place. After the first step both take
+the same path, so a name and the object it names give the same Plan.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from parc_surgery.errors import NothingMatchedError
-from parc_surgery.models import create_model
+from parc_surgery.apply import OutputComparison, Verification
+from parc_surgery.errors import NothingMatchedError, UsageError
+from parc_surgery.models import create_model, eval_mode, input_channels, model_name_of, source_of
+from parc_surgery.plan import ModelSource, Plan
 
-__all__ = ["Conversion", "PlannedConversion", "convert", "create_model", "plan_conversion"]
+if TYPE_CHECKING:
+    from parc_surgery.rules.matching import FilterFn
+
+__all__ = [
+    "Conversion",
+    "PlannedConversion",
+    "compare_outputs",
+    "convert",
+    "create_model",
+    "parcify_",
+    "plan_conversion",
+]
 
 StepCallback = Callable[[str], None]
 
@@ -32,22 +50,66 @@ class PlannedConversion:
 
     model: nn.Module
     graph: Any
-    plan: Any
+    plan: Plan
     ruleset: Any
     weights_sha256: str | None = None
 
 
 @dataclass
 class Conversion(PlannedConversion):
-    """A finished conversion: the converted model and what was measured on it."""
+    """A finished conversion: the converted model and what was checked on it."""
 
-    verification: dict[str, Any] = field(default_factory=dict)
+    verification: Verification | None = None
     output: str | None = None
     output_sha256: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document of a conversion (keys documented in the README)."""
+        plan = self.plan
+        return {
+            "plan": plan.to_dict(),
+            "result": {
+                "params_before": plan.params_total_before,
+                "params_after": plan.params_total_after,
+                "macs_before": plan.macs_total_before,
+                "macs_after": plan.macs_total_after,
+                "verification": self.verification.to_dict() if self.verification else {},
+            },
+            "output": self.output,
+            "output_sha256": self.output_sha256,
+        }
+
+
+def _model_to_convert(
+    model: nn.Module | str,
+    model_args: dict[str, Any],
+    weights: str | None,
+    pretrained: bool,
+) -> tuple[nn.Module, str, ModelSource, str | None]:
+    """(model, its name in the Plan, its source, source weights sha256) for either form."""
+    from parc_surgery.checkpoint import load_source_weights
+
+    if isinstance(model, nn.Module):
+        if model_args or weights or pretrained:
+            raise UsageError(
+                "model_args, weights and pretrained apply to a model given by name, not to "
+                f"a model object ({type(model).__name__})",
+                hint="build the model with its arguments and weights yourself, then convert it",
+            )
+        source = source_of(model)
+        return model, source.model_name or model_name_of(model), source, None
+    if not isinstance(model, str):
+        raise UsageError(
+            f"cannot convert a {type(model).__name__}: give a model name or an nn.Module"
+        )
+    created = create_model(model, model_args, pretrained=pretrained)
+    created.eval()
+    weights_sha = load_source_weights(created, weights) if weights else None
+    return created, model, source_of(created, model), weights_sha
+
 
 def plan_conversion(
-    model_name: str,
+    model: nn.Module | str,
     *,
     stages: list[int] | None = None,
     rules: str | None = None,
@@ -56,33 +118,36 @@ def plan_conversion(
     weights: str | None = None,
     pretrained: bool = False,
     strict: bool = False,
+    filter_fn: FilterFn | None = None,
     on_step: StepCallback = _no_step,
 ) -> PlannedConversion:
-    """Build the model, trace it, match rules and compute the Plan; changes nothing."""
-    from parc_surgery.checkpoint import load_source_weights
+    """Trace the model, match rules and compute the Plan; changes nothing.
+
+    `model` is a model object (timm, torchvision or your own nn.Module) or a name
+    (timm's, or "torchvision:NAME"; model_args, weights and pretrained apply to names).
+    `filter_fn(module, path) -> bool` narrows what the rules select.
+    """
     from parc_surgery.graph import analyze, default_input_size
     from parc_surgery.planning import build_plan
     from parc_surgery.rules import default_rules_for, load_rules, match
 
     model_args = dict(model_args or {})
     on_step("load")
-    model = create_model(model_name, model_args, pretrained=pretrained)
-    model.eval()
-    weights_sha = load_source_weights(model, weights) if weights else None
-    ruleset = load_rules(rules if rules else default_rules_for(model_name, model))
-    size = tuple(input_size) if input_size else default_input_size(model)
+    module, name, source, weights_sha = _model_to_convert(model, model_args, weights, pretrained)
+    ruleset = load_rules(rules if rules else default_rules_for(source.model_name, module))
+    size = tuple(input_size) if input_size else default_input_size(module)
     on_step("trace")
-    graph = analyze(model, input_size=size, leaf_classes=tuple(ruleset.leaf))
+    graph = analyze(module, input_size=size, leaf_classes=tuple(ruleset.leaf))
     on_step("plan")
-    result = match(ruleset, graph, model, stages)
+    result = match(ruleset, graph, module, stages, filter_fn=filter_fn)
     if strict and result.unmatched_rules:
         raise NothingMatchedError(
-            f"{', '.join(result.unmatched_rules)} matched nothing in {model_name}",
+            f"{', '.join(result.unmatched_rules)} matched nothing in {name}",
             hint="fix the rule or drop --strict to allow it",
         )
     plan = build_plan(
-        model,
-        model_name=model_name,
+        module,
+        model_name=name,
         model_args=model_args,
         graph=graph,
         matches=result.matches,
@@ -90,12 +155,13 @@ def plan_conversion(
         rules_source=ruleset.source,
         rules=ruleset.to_dict(),
         warnings=result.warnings,
+        source=source,
     )
-    return PlannedConversion(model, graph, plan, ruleset, weights_sha)
+    return PlannedConversion(module, graph, plan, ruleset, weights_sha)
 
 
 def convert(
-    model_name: str,
+    model: nn.Module | str,
     *,
     output: str | None = None,
     force: bool = False,
@@ -107,6 +173,7 @@ def convert(
 ) -> Conversion:
     """Plan, apply and verify; with `output`, also write the checkpoint atomically.
 
+    A model object is converted in place (the result's `model` is the same object).
     check_outputs also runs the original and the converted model on one seeded batch
     (see compare_outputs); that needs a copy of the original, so it costs memory.
     """
@@ -115,25 +182,31 @@ def convert(
 
     if output:
         check_output(output, force=force)  # fail before the slow part, not after
-    planned = plan_conversion(model_name, on_step=on_step, **plan_kwargs)
+    planned = plan_conversion(model, on_step=on_step, **plan_kwargs)
     if on_plan is not None:
         on_plan(planned)  # shown before anything changes
     original = copy.deepcopy(planned.model) if check_outputs else None
     on_step("apply")
-    model = apply_plan(planned.model, planned.plan, seed=seed)
+    converted = apply_plan(planned.model, planned.plan, seed=seed)
     on_step("verify")
-    figures = verify(model, planned.plan, planned.graph, leaf_classes=tuple(planned.ruleset.leaf))
-    result = Conversion(
-        model, planned.graph, planned.plan, planned.ruleset, planned.weights_sha256, figures
-    )
+    leaf = tuple(planned.ruleset.leaf)
+    verification = verify(converted, planned.plan, planned.graph, leaf_classes=leaf)
     if original is not None:
-        result.verification["outputs"] = compare_outputs(original, model, planned.plan.input_size)
+        verification.outputs = compare_outputs(original, converted, planned.plan.input_size)
         del original
+    result = Conversion(
+        converted,
+        planned.graph,
+        planned.plan,
+        planned.ruleset,
+        planned.weights_sha256,
+        verification,
+    )
     if output:
         on_step("save")
         result.output = str(output)
         result.output_sha256 = save(
-            model,
+            converted,
             planned.plan,
             output,
             force=force,
@@ -143,17 +216,50 @@ def convert(
     return result
 
 
-def compare_outputs(original: nn.Module, converted: nn.Module, input_size, seed: int = 0) -> dict:
-    """Run both models on one seeded batch: shapes, finiteness, cosine similarity."""
+def parcify_(
+    model: nn.Module,
+    rules: str | None = None,
+    *,
+    stages: list[int] | None = None,
+    input_size: tuple[int, int] | None = None,
+    filter_fn: FilterFn | None = None,
+    seed: int | None = 0,
+) -> Plan:
+    """Convert `model` (timm, torchvision or your own nn.Module) to ParC in place.
+
+    Rules: a rules file or shipped config name; default: chosen by the model's name or
+    the block classes it contains. `filter_fn(module, path) -> bool` narrows what the
+    rules select. Returns the Plan it applied (save it with the model: `save(model, plan,
+    path)`). The training flags are kept; the converted model is verified by re-tracing
+    (VerificationError if a shape changed, which leaves the model converted).
+    """
+    if not isinstance(model, nn.Module):
+        raise UsageError(
+            f"parcify_ converts a model object in place, not a {type(model).__name__}",
+            hint="for a model name use convert(name) or plan_conversion(name)",
+        )
+    conversion = convert(
+        model, rules=rules, stages=stages, input_size=input_size, filter_fn=filter_fn, seed=seed
+    )
+    return conversion.plan
+
+
+def compare_outputs(
+    original: nn.Module, converted: nn.Module, input_size, seed: int = 0
+) -> OutputComparison:
+    """Run both models in eval mode on one seeded batch: shapes, finiteness, cosine."""
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, 3, *input_size, generator=generator)
-    with torch.no_grad():
-        a = original.eval()(x)
-        b = converted.eval()(x)
+    x = torch.randn(2, input_channels(original), *input_size, generator=generator)
+    ref = next(iter(converted.parameters()), None)
+    if ref is not None:
+        x = x.to(device=ref.device, dtype=ref.dtype if ref.is_floating_point() else None)
+    with torch.no_grad(), eval_mode(original), eval_mode(converted):
+        a = original(x)
+        b = converted(x)
     cosine = torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).mean().item()
-    return {
-        "output_shape_original": list(a.shape),
-        "output_shape_converted": list(b.shape),
-        "finite": bool(torch.isfinite(b).all()),
-        "cosine_similarity": round(cosine, 6),
-    }
+    return OutputComparison(
+        output_shape_original=list(a.shape),
+        output_shape_converted=list(b.shape),
+        finite=bool(torch.isfinite(b).all()),
+        cosine_similarity=round(cosine, 6),
+    )

@@ -13,9 +13,42 @@ from typing import Any
 
 from parc_surgery.options import SwapOptions
 
-__all__ = ["PLAN_FORMAT_VERSION", "Plan", "Swap"]
+__all__ = ["MODEL_KINDS", "PLAN_FORMAT_VERSION", "ModelSource", "Plan", "Swap"]
 
 PLAN_FORMAT_VERSION = 1
+MODEL_KINDS = ("timm", "torchvision", "custom")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where the converted model came from, so load() knows how to rebuild the base model.
+
+    kind: "timm" or "torchvision" (rebuilt by `name` when it has one) or "custom" (the
+    caller builds it: `load(path, model=...)`); class_path: "package.module.Class".
+    """
+
+    kind: str
+    name: str | None
+    class_path: str
+
+    @property
+    def model_name(self) -> str | None:
+        """The name `models.create_model` rebuilds it by, or None if it cannot."""
+        if self.name is None or self.kind == "custom":
+            return None
+        return self.name if self.kind == "timm" else f"torchvision:{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "class": self.class_path}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelSource:
+        kind, name, class_path = data.get("kind"), data.get("name"), data.get("class")
+        if kind not in MODEL_KINDS or not isinstance(class_path, str):
+            raise ValueError(f"source {data!r}: kind must be one of {MODEL_KINDS}, class a string")
+        if name is not None and not isinstance(name, str):
+            raise ValueError(f"source name {name!r} is not a string")
+        return cls(kind=kind, name=name, class_path=class_path)
 
 
 @dataclass
@@ -64,7 +97,7 @@ class Swap:
 class Plan:
     """Every swap of a conversion plus what produced it."""
 
-    model: str  # timm model name
+    model: str  # the model's name (timm, "torchvision:NAME") or, for a custom one, its class
     model_args: dict[str, Any]
     input_size: tuple[int, int]  # (H, W)
     stages: list[int]
@@ -75,6 +108,8 @@ class Plan:
     params_total_before: int = 0
     macs_total_before: int = 0
     format_version: int = PLAN_FORMAT_VERSION
+    # None in recipes written before 0.2: a timm model named by `model`.
+    source: ModelSource | None = None
 
     @property
     def params_total_after(self) -> int:
@@ -86,9 +121,10 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in fields(self)}
-        data = copy.deepcopy({k: v for k, v in data.items() if k != "swaps"})
+        data = copy.deepcopy({k: v for k, v in data.items() if k not in ("swaps", "source")})
         data["input_size"] = list(self.input_size)
         data["swaps"] = [swap.to_dict() for swap in self.swaps]
+        data["source"] = self.source.to_dict() if self.source is not None else None
         data["params_total_after"] = self.params_total_after
         data["macs_total_after"] = self.macs_total_after
         return data
@@ -102,6 +138,8 @@ class Plan:
         kwargs = {k: v for k, v in data.items() if k in known}
         kwargs["input_size"] = tuple(kwargs["input_size"])
         kwargs["swaps"] = [Swap.from_dict(s) for s in kwargs.get("swaps", [])]
+        if kwargs.get("source") is not None:
+            kwargs["source"] = ModelSource.from_dict(kwargs["source"])
         return cls(**kwargs)
 
     @classmethod

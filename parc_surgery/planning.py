@@ -7,31 +7,17 @@ are those of the module apply will install.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from parc_surgery.blocks.registry import build_for_swap
-from parc_surgery.ops import ParC, forced_impl
-from parc_surgery.plan import Plan, Swap
+from parc_surgery.costs import count_macs, count_params, model_macs
+from parc_surgery.ops import ParC
+from parc_surgery.plan import ModelSource, Plan, Swap
 
-__all__ = ["build_plan", "count_macs", "one_line"]
-
-
-def count_macs(module: nn.Module, in_shape: Iterable[int]) -> int:
-    """Multiply-accumulates of one forward at batch 1, ParC counted in its spatial form."""
-    was_training = module.training
-    module.eval()
-    try:
-        x = torch.zeros(tuple(in_shape))
-        with torch.no_grad(), forced_impl("spatial"), FlopCounterMode(display=False) as fc:
-            module(x)
-    finally:
-        module.train(was_training)
-    return int(fc.get_total_flops() // 2)
+__all__ = ["build_plan", "one_line"]
 
 
 def one_line(module: nn.Module, reference: nn.Module | None = None) -> str:
@@ -44,13 +30,20 @@ def one_line(module: nn.Module, reference: nn.Module | None = None) -> str:
         return name
     if type(reference) is not type(module):
         return _parc_summary(module)
-    ref_children = dict(reference.named_children())
-    changed = [
-        f"{child_name}={one_line(child) if isinstance(child, nn.Conv2d) else _parc_summary(child)}"
-        for child_name, child in module.named_children()
-        if type(ref_children.get(child_name)) is not type(child)
+    # The top-most submodules whose class differs ("conv_dw", or "conv.1.0" in a
+    # torchvision block, where the swapped conv sits deeper).
+    ref_modules = dict(reference.named_modules())
+    changed: list[str] = []
+    for path, child in module.named_modules():
+        if not path or any(path.startswith(done + ".") for done in changed):
+            continue
+        if type(ref_modules.get(path)) is not type(child):
+            changed.append(path)
+    parts = [
+        f"{path}={one_line(sub) if isinstance(sub, nn.Conv2d) else _parc_summary(sub)}"
+        for path, sub in ((p, module.get_submodule(p)) for p in changed)
     ]
-    return f"{name}[{', '.join(changed)}]" if changed else name
+    return f"{name}[{', '.join(parts)}]" if parts else name
 
 
 def _kind(conv: nn.Module) -> str:
@@ -93,6 +86,7 @@ def build_plan(
     rules_source: str,
     rules: dict[str, Any],
     warnings: list[str],
+    source: ModelSource | None = None,
 ) -> Plan:
     """A Plan holding one Swap per match, with costs measured on the built replacements."""
     swaps = []
@@ -115,8 +109,8 @@ def build_plan(
         new = build_for_swap(original, swap)
         swap.old_module = one_line(original, reference=new)
         swap.new_module = one_line(new, reference=original)
-        swap.params_before = _params(original)
-        swap.params_after = _params(new)
+        swap.params_before = count_params(original)
+        swap.params_after = count_params(new)
         swap.macs_before = count_macs(original, info.in_shape)
         swap.macs_after = count_macs(new, info.in_shape)
         swap.impl_auto = _auto_choice(new, swap.feature_size)
@@ -130,10 +124,7 @@ def build_plan(
         rules=rules,
         swaps=swaps,
         warnings=list(warnings),
-        params_total_before=_params(model),
-        macs_total_before=count_macs(model, (1, 3, *graph.input_size)),
+        params_total_before=count_params(model),
+        macs_total_before=model_macs(model, tuple(graph.input_size)),
+        source=source,
     )
-
-
-def _params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

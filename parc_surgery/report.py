@@ -109,19 +109,7 @@ def print_plan(plan: Plan, fmt: str, console: Console) -> None:
 
 def result_dict(conversion: Any) -> dict[str, Any]:
     """The JSON document of a real conversion (keys documented in the README)."""
-    plan = conversion.plan
-    return {
-        "plan": plan.to_dict(),
-        "result": {
-            "params_before": plan.params_total_before,
-            "params_after": plan.params_total_after,
-            "macs_before": plan.macs_total_before,
-            "macs_after": plan.macs_total_after,
-            "verification": conversion.verification,
-        },
-        "output": conversion.output,
-        "output_sha256": conversion.output_sha256,
-    }
+    return conversion.to_dict()
 
 
 def dumps(data: Any) -> str:

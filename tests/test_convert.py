@@ -72,9 +72,9 @@ def test_converted_model_runs_at_other_resolutions_and_trains(family, size):
 
 def test_verification_figures_and_outputs_comparison(family):
     _, result, _ = family
-    assert result.verification["blocks_checked"] == len(result.plan.swaps)
-    outputs = result.verification["outputs"]
-    assert outputs["finite"] and -1.0 <= outputs["cosine_similarity"] <= 1.0
+    assert result.verification.blocks_checked == len(result.plan.swaps)
+    outputs = result.verification.outputs
+    assert outputs.finite and -1.0 <= outputs.cosine_similarity <= 1.0
 
 
 def test_kept_weights_are_the_source_weights(tmp_path):

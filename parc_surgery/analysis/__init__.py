@@ -11,7 +11,7 @@
   original rebuilt from its recipe), for the analyses to compare.
 """
 
-from parc_surgery.analysis.bench import bench_pair, count_macs, count_params, latency_stats
+from parc_surgery.analysis.bench import bench_pair, latency_stats
 from parc_surgery.analysis.cam import cam_maps, cam_summary, compare_cam
 from parc_surgery.analysis.cam_plot import write_cam_png
 from parc_surgery.analysis.erf import (
@@ -37,8 +37,6 @@ __all__ = [
     "compare_cam",
     "compare_erf",
     "convert_pair",
-    "count_macs",
-    "count_params",
     "erf_map",
     "export_onnx",
     "image_inputs",

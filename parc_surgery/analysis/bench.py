@@ -1,10 +1,9 @@
 """Parameters, MACs and CPU latency of an original model and its ParC conversion.
 
-MACs come from torch.utils.flop_counter at batch 1 with every ParC forced to the spatial
-backend: the FFT backend's complex multiplies are not counted as MACs by the flop
-counter, so counting it would make ParC look free. Latency is the median of several
-timed runs after a warm-up, under torch.inference_mode, in eval mode. The two models are
-timed in alternating rounds so a noisy neighbour slows both alike.
+Params and MACs are counted by parc_surgery.costs (ParC as its spatial form, as in the
+plan). Latency is the median of several timed runs after a warm-up, under
+torch.inference_mode, in eval mode. The two models are timed in alternating rounds so a
+noisy neighbour slows both alike.
 """
 
 from __future__ import annotations
@@ -17,45 +16,19 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from parc_surgery.costs import count_params, model_macs
+from parc_surgery.models import eval_mode
 from parc_surgery.ops import IMPLS, forced_impl
 
 __all__ = [
     "BENCH_IMPLS",
     "bench_pair",
-    "count_macs",
-    "count_params",
     "latency_stats",
     "time_models",
     "using_threads",
 ]
 
 BENCH_IMPLS = ("auto", *IMPLS)
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters (shared ones once)."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_macs(model: nn.Module, input_size: tuple[int, int], *, batch: int = 1) -> int:
-    """Multiply-accumulates of one forward pass (flop counter / 2), ParC counted as spatial."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    x = torch.zeros(batch, 3, *input_size)
-    counter = FlopCounterMode(display=False)
-    with _eval(model), forced_impl("spatial"), torch.inference_mode(), counter:
-        model(x)
-    return counter.get_total_flops() // 2
-
-
-@contextlib.contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
 
 
 @contextlib.contextmanager
@@ -90,7 +63,7 @@ def time_models(
     names = list(models)
     with contextlib.ExitStack() as stack:
         for model in models.values():
-            stack.enter_context(_eval(model))
+            stack.enter_context(eval_mode(model))
         stack.enter_context(torch.inference_mode())
         for round_index in range(warmup + runs):
             # Alternate the order so neither model always runs right after the other.
@@ -150,7 +123,7 @@ def bench_pair(
     x = torch.randn(batch, 3, *input_size, generator=torch.Generator().manual_seed(seed))
     with using_threads(threads):
         figures = {
-            name: {"params": count_params(m), "macs": count_macs(m, input_size)}
+            name: {"params": count_params(m), "macs": model_macs(m, input_size)}
             for name, m in models.items()
         }
         times = time_models(models, x, runs=runs, warmup=warmup, impls={"converted": impl})

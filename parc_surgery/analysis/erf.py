@@ -13,14 +13,14 @@ gradient mass. A larger ratio means the model draws on more of the image.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from parc_surgery.errors import UsageError
+from parc_surgery.models import eval_mode
 
 __all__ = [
     "AREA_FRACTIONS",
@@ -55,22 +55,12 @@ def _features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
 def erf_map(model: nn.Module, inputs: torch.Tensor, *, chunk: int = 8) -> torch.Tensor:
     """Mean over `inputs` of |d centre unit / d input|, summed over colour channels: (H, W)."""
     if inputs.dim() != 4 or inputs.shape[0] < 1:
         raise ValueError(f"inputs must be (N, C, H, W) with N >= 1, got {tuple(inputs.shape)}")
     total = torch.zeros(inputs.shape[-2:], dtype=torch.float64)
-    with _eval_mode(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         for start in range(0, inputs.shape[0], chunk):
             x = inputs[start : start + chunk].detach().clone().requires_grad_(True)
             feats = _features(model, x)

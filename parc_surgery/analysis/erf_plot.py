@@ -46,6 +46,9 @@ def plot_erf_pair(
     notes: tuple[str, str] = ("", ""),
 ) -> None:
     """Write a PNG: two heat maps of log10(share of gradient mass), one shared colorbar."""
+    from parc_surgery.extras import require_extra
+
+    require_extra("analysis", "matplotlib")
     # The object-oriented API with an explicit Agg canvas: no global backend switch, no
     # display needed, safe next to other matplotlib users in the same process.
     from matplotlib.backends.backend_agg import FigureCanvasAgg

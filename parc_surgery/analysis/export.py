@@ -21,6 +21,8 @@ from torch import nn
 
 from parc_surgery.checkpoint import atomic_write, check_output
 from parc_surgery.errors import ExportError
+from parc_surgery.extras import require_extra
+from parc_surgery.models import eval_mode
 from parc_surgery.ops import ParC, forced_impl, resample_kernel
 
 __all__ = ["EXPORT_IMPLS", "EXPORT_OPSET", "baked_for_size", "export_onnx", "onnx_op_types"]
@@ -152,6 +154,7 @@ def export_onnx(
     or onnxruntime's output differs from PyTorch's by more than `atol` (relative to the
     output's magnitude when that exceeds 1).
     """
+    require_extra("onnx", "onnx", "onnxruntime")
     import onnx
 
     if impl not in EXPORT_IMPLS:
@@ -163,43 +166,37 @@ def export_onnx(
         raise ExportError(f"opset {opset} is too old", hint=f"use {EXPORT_OPSET} or newer")
     input_size = (int(input_size[0]), int(input_size[1]))
     target = check_output(path, force=force)  # fail before the slow part, not after
-    was_training = model.training
-    model.eval()
-    try:
-        with atomic_write(target, force=force) as tmp, forced_impl(impl):
-            try:
-                _trace_to_file(baked_for_size(model, input_size), tmp, input_size, opset)
-            except Exception as err:  # the exporter raises many types; all mean "failed"
-                raise ExportError(
-                    f"ONNX export of {type(model).__name__} failed ({_first_line(err)})",
-                    hint="rerun with --impl circulant, or report it with the traceback "
-                    "from the Python API",
-                ) from None
-            proto = onnx.load(tmp)
-            ops = onnx_op_types(proto)
-            if "DFT" in ops:
-                raise ExportError("the exported graph holds a DFT op although FFT was off")
-            try:
-                diff, scale = _check_with_onnxruntime(model, tmp, input_size, seed)
-            except ExportError:
-                raise
-            except Exception as err:
-                other = "circulant" if impl == "spatial" else "spatial"
-                raise ExportError(
-                    f"onnxruntime cannot run the export at batch {_CHECK_BATCH} "
-                    f"({_first_line(err)})",
-                    hint=f"the file was not written; try --impl {other}",
-                ) from None
-            tolerance = atol * max(1.0, scale)
-            if not diff <= tolerance:  # also catches NaN
-                raise ExportError(
-                    f"onnxruntime's output differs from PyTorch's by {diff:.3g} "
-                    f"(tolerance {tolerance:.3g})",
-                    hint="try the other --impl; the file was not written",
-                )
-            size_bytes = Path(tmp).stat().st_size
-    finally:
-        model.train(was_training)
+    with eval_mode(model), atomic_write(target, force=force) as tmp, forced_impl(impl):
+        try:
+            _trace_to_file(baked_for_size(model, input_size), tmp, input_size, opset)
+        except Exception as err:  # the exporter raises many types; all mean "failed"
+            raise ExportError(
+                f"ONNX export of {type(model).__name__} failed ({_first_line(err)})",
+                hint="rerun with --impl circulant, or report it with the traceback "
+                "from the Python API",
+            ) from None
+        proto = onnx.load(tmp)
+        ops = onnx_op_types(proto)
+        if "DFT" in ops:
+            raise ExportError("the exported graph holds a DFT op although FFT was off")
+        try:
+            diff, scale = _check_with_onnxruntime(model, tmp, input_size, seed)
+        except ExportError:
+            raise
+        except Exception as err:
+            other = "circulant" if impl == "spatial" else "spatial"
+            raise ExportError(
+                f"onnxruntime cannot run the export at batch {_CHECK_BATCH} ({_first_line(err)})",
+                hint=f"the file was not written; try --impl {other}",
+            ) from None
+        tolerance = atol * max(1.0, scale)
+        if not diff <= tolerance:  # also catches NaN
+            raise ExportError(
+                f"onnxruntime's output differs from PyTorch's by {diff:.3g} "
+                f"(tolerance {tolerance:.3g})",
+                hint="try the other --impl; the file was not written",
+            )
+        size_bytes = Path(tmp).stat().st_size
     return {
         "path": str(target),
         "opset": opset,

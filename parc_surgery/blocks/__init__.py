@@ -2,10 +2,11 @@
 
 Importing this package registers every built-in replacement:
 parc_bottleneck, parc_inverted_residual, parc_convnext, parc_mobilevit, parcnet_s_block,
-parc_dwconv.
+parc_dwconv (the first three also for torchvision's blocks: blocks/torchvision.py).
 """
 
 from . import bottleneck, convnext, dwconv, inverted_residual, mobilevit, parcnet_s  # noqa: F401
+from . import torchvision as _torchvision  # noqa: F401  (after the families it extends)
 from .mobilevit import ChannelAttention, ConvFfn, ParCMetaFormerBlock, ParCMobileVitBlock
 from .registry import (
     Replacement,
@@ -13,6 +14,7 @@ from .registry import (
     ReplacementError,
     build_replacement,
     get_replacement,
+    register_builder,
     register_replacement,
     replacement_names,
 )
@@ -27,6 +29,7 @@ __all__ = [
     "ReplacementError",
     "build_replacement",
     "get_replacement",
+    "register_builder",
     "register_replacement",
     "replacement_names",
 ]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 
 import torch
-from timm.layers import DropPath
+from timm.layers import DropPath, register_notrace_module
 from torch import nn
 
 from .local_conv import global_kernel_size, refuse_stride, require_type
@@ -183,6 +183,7 @@ class ParCMetaFormerBlock(nn.Module):
         return x + self.drop_path(self.ca(self.ffn(x)))
 
 
+@register_notrace_module  # an FX leaf, as its ParCs (timm feature extraction)
 class ParCMobileVitBlock(nn.Module):
     """MobileViT block with its transformer replaced by a stack of ParC meta-former blocks.
 

@@ -2,16 +2,25 @@
 
 A builder receives the original module and a ReplacementContext and returns the new
 module with every kept weight copied from the original. It never modifies the original.
+
+One replacement may hold several builders, one per kind of module it converts: a rule's
+`with: parc_inverted_residual` converts timm's InvertedResidual and torchvision's, whose
+insides differ. Each builder is registered with the classes it accepts, by bare class
+name ("InvertedResidual") or qualified by module
+("torchvision.models.mobilenetv2.InvertedResidual"); a module gets the builder of its
+most specific entry (qualified, then bare, then "*").
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
 
 from parc_surgery.errors import RulesError
+from parc_surgery.models import class_path
 from parc_surgery.options import SwapOptions
 from parc_surgery.plan import Swap
 
@@ -22,6 +31,7 @@ __all__ = [
     "build_for_swap",
     "build_replacement",
     "get_replacement",
+    "register_builder",
     "register_replacement",
     "replacement_names",
 ]
@@ -77,13 +87,30 @@ Builder = Callable[[nn.Module, ReplacementContext], nn.Module]
 @dataclass(frozen=True)
 class Replacement:
     name: str
-    builder: Builder
-    accepts: tuple[str, ...]  # class names of modules it can replace ("*" = any)
+    builders: tuple[tuple[str, Builder], ...]  # (accepts entry, builder), in registration order
     level: str  # "block" (replaces a whole block) or "op" (replaces a conv)
     description: str
 
+    @property
+    def accepts(self) -> tuple[str, ...]:
+        """Every class it can replace: bare or module-qualified class names ("*" = any)."""
+        return tuple(entry for entry, _ in self.builders)
+
+    @property
+    def builder(self) -> Builder:
+        """The builder registered with the replacement (the family's own)."""
+        return self.builders[0][1]
+
+    def builder_for(self, module: nn.Module) -> Builder | None:
+        """The builder for `module`'s class: a qualified entry, else a bare one, else "*"."""
+        found = dict(self.builders)
+        for entry in (class_path(module), type(module).__name__, "*"):
+            if entry in found:
+                return found[entry]
+        return None
+
     def can_replace(self, module: nn.Module) -> bool:
-        return "*" in self.accepts or type(module).__name__ in self.accepts
+        return self.builder_for(module) is not None
 
 
 _REGISTRY: dict[str, Replacement] = {}
@@ -92,14 +119,33 @@ _REGISTRY: dict[str, Replacement] = {}
 def register_replacement(
     name: str, *, accepts: tuple[str, ...], level: str = "block", description: str = ""
 ) -> Callable[[Builder], Builder]:
-    """Decorator: register `builder` under `name`."""
+    """Decorator: register `builder` under `name` for the classes in `accepts`."""
 
     def decorate(builder: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"replacement {name!r} is already registered")
         doc = description or (builder.__doc__ or "").strip().splitlines()[0:1]
         desc = doc if isinstance(doc, str) else (doc[0] if doc else "")
-        _REGISTRY[name] = Replacement(name, builder, accepts, level, desc)
+        _REGISTRY[name] = Replacement(name, tuple((a, builder) for a in accepts), level, desc)
+        return builder
+
+    return decorate
+
+
+def register_builder(name: str, *, accepts: tuple[str, ...]) -> Callable[[Builder], Builder]:
+    """Decorator: add `builder` to the registered replacement `name` for more classes.
+
+    For a family whose modules another library implements differently (torchvision's
+    blocks beside timm's); `accepts` entries are usually module-qualified class names.
+    """
+
+    def decorate(builder: Builder) -> Builder:
+        replacement = _REGISTRY[name]
+        taken = set(replacement.accepts) & set(accepts)
+        if taken:
+            raise ValueError(f"replacement {name!r} already has a builder for {sorted(taken)}")
+        added = replacement.builders + tuple((a, builder) for a in accepts)
+        _REGISTRY[name] = dataclasses.replace(replacement, builders=added)
         return builder
 
     return decorate
@@ -119,13 +165,14 @@ def get_replacement(name: str) -> Replacement:
 def build_replacement(name: str, module: nn.Module, ctx: ReplacementContext) -> nn.Module:
     """Build replacement `name` for `module`, refusing module types it does not accept."""
     replacement = get_replacement(name)
-    if not replacement.can_replace(module):
+    builder = replacement.builder_for(module)
+    if builder is None:
         raise ReplacementError(
             f"replacement {name!r} cannot replace a {type(module).__name__}",
             where=ctx.path,
             hint=f"it accepts {', '.join(replacement.accepts)}",
         )
-    return replacement.builder(module, ctx)
+    return builder(module, ctx)
 
 
 def build_for_swap(module: nn.Module, swap: Swap) -> nn.Module:

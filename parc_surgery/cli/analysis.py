@@ -22,8 +22,12 @@ from parc_surgery.cli.common import (
 from parc_surgery.cli.options import (
     CheckpointArg,
     DataFormat,
+    ExportImpl,
+    ExportImplOpt,
     ForceOpt,
     FormatOpt,
+    Impl,
+    ImplOpt,
     InputSizeOpt,
     ModelArg,
     ModelArgsOpt,
@@ -37,6 +41,7 @@ from parc_surgery.cli.options import (
     WeightsOpt,
 )
 from parc_surgery.errors import UsageError
+from parc_surgery.extras import require_extra
 
 __all__ = ["bench_command", "erf_command", "export_command"]
 
@@ -125,8 +130,9 @@ def erf_command(
     from parc_surgery.analysis.pair import is_checkpoint_path
     from parc_surgery.analysis.render import erf_table
     from parc_surgery.checkpoint import check_output
-    from parc_surgery.models import input_channels
+    from parc_surgery.models import file_stem, input_channels
 
+    require_extra("analysis", "matplotlib")  # before the slow part
     fmt = DataFormat(fmt).value
     if images is not None and random is not None:
         raise UsageError("give --images or --random, not both")
@@ -140,7 +146,7 @@ def erf_command(
         original=original_weights is not None or random_original,
     )
     ui = Output(quiet=quiet, fmt=fmt)
-    stem = Path(model).stem if from_checkpoint else model.replace("/", "_")
+    stem = Path(model).stem if from_checkpoint else file_stem(model)
     target = out if out is not None else Path(f"{stem}-erf.png")
     check_output(target, force=force)  # fail before the slow part, not after
     if from_checkpoint:
@@ -244,12 +250,7 @@ def bench_command(
     threads: Annotated[
         int | None, typer.Option("--threads", help="torch intra-op threads. Default: torch's.")
     ] = None,
-    impl: Annotated[
-        str,
-        typer.Option(
-            "--impl", help="ParC backend of the converted model: auto | spatial | fft | circulant."
-        ),
-    ] = "auto",
+    impl: ImplOpt = Impl.auto,
     runs: Annotated[int, typer.Option("--runs", help="Timed runs per model.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
     fmt: FormatOpt = DataFormat.table,
@@ -260,12 +261,11 @@ def bench_command(
     MACs are counted at batch 1 with ParC in its spatial form. Both models run in eval
     mode under torch.inference_mode, timed in alternating rounds after a warm-up.
     """
-    from parc_surgery.analysis.bench import BENCH_IMPLS, bench_pair
+    from parc_surgery.analysis.bench import bench_pair
     from parc_surgery.analysis.render import bench_table
 
     fmt = DataFormat(fmt).value
-    if impl not in BENCH_IMPLS:
-        raise UsageError(f"--impl {impl!r} is not one of {', '.join(BENCH_IMPLS)}")
+    impl = Impl(impl).value
     for name, value, least in (
         ("--batch", batch, 1),
         ("--runs", runs, 1),
@@ -307,12 +307,7 @@ def export_command(
             help="224 or 224x288 (HxW). Default: the size the checkpoint was converted at.",
         ),
     ] = None,
-    impl: Annotated[
-        str,
-        typer.Option(
-            "--impl", help="ParC backend to export: spatial (Conv) or circulant (MatMul)."
-        ),
-    ] = "spatial",
+    impl: ExportImplOpt = ExportImpl.spatial,
     force: ForceOpt = False,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
@@ -326,16 +321,13 @@ def export_command(
     onnxruntime's output matches PyTorch's within 1e-4 (scaled by the output's largest
     magnitude when above 1) on a seeded batch of 2.
     """
-    from parc_surgery.analysis.export import EXPORT_IMPLS, export_onnx
+    from parc_surgery.analysis.export import export_onnx
     from parc_surgery.analysis.render import export_lines
     from parc_surgery.checkpoint import check_output, load, read_recipe
 
+    require_extra("onnx", "onnx", "onnxruntime")
     fmt = DataFormat(fmt).value
-    if impl not in EXPORT_IMPLS:
-        raise UsageError(
-            f"--impl {impl!r} is not one of {', '.join(EXPORT_IMPLS)}",
-            hint="FFT has no portable ONNX form",
-        )
+    impl = ExportImpl(impl).value
     ui = Output(quiet=quiet, fmt=fmt)
     check_output(out, force=force)  # fail before the slow part, not after
     recipe = read_recipe(checkpoint)

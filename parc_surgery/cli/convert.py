@@ -19,8 +19,10 @@ from parc_surgery.cli.options import (
     RulesOpt,
     SeedOpt,
     StagesOpt,
+    StrictOpt,
     WeightsOpt,
 )
+from parc_surgery.extras import require_extra
 from parc_surgery.report import dumps, print_plan, result_dict
 
 __all__ = ["convert_command"]
@@ -46,9 +48,7 @@ def convert_command(
     pretrained: Annotated[
         bool, typer.Option("--pretrained", help="Load timm's pretrained weights (needs network).")
     ] = False,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Fail (exit 3) when a rule matches nothing.")
-    ] = False,
+    strict: StrictOpt = False,
     verify: Annotated[
         bool,
         typer.Option(
@@ -67,9 +67,12 @@ def convert_command(
 
     With --dry-run, print the plan (table, diff or json) and change nothing.
     """
+    from parc_surgery.models import file_stem
     from parc_surgery.pipeline import convert, plan_conversion
 
     fmt = PlanFormat(fmt).value
+    if export_onnx and not dry_run:
+        require_extra("onnx", "onnx", "onnxruntime")  # before the slow part
     ui = Output(quiet=quiet, fmt=fmt)
     kwargs = conversion_kwargs(
         stages=stages, rules=rules, input_size=input_size, model_arg=model_arg, weights=weights
@@ -83,7 +86,7 @@ def convert_command(
             ui.json(planned.plan.to_json())
         return
 
-    target = str(output) if output else f"{model.replace('/', '_')}-parc.safetensors"
+    target = str(output) if output else f"{file_stem(model)}-parc.safetensors"
     with ui.steps(f"converting {model}") as on_step:
         result = convert(
             model,
@@ -99,24 +102,25 @@ def convert_command(
             on_step("export")
             from parc_surgery.analysis.export import export_onnx as run_export
 
-            result.verification["onnx"] = run_export(
+            result.verification.onnx = run_export(
                 result.model, export_onnx, input_size=result.plan.input_size, force=force
             )
     if fmt == "json":
         ui.json(dumps(result_dict(result)))
         return
+    checked = result.verification
     ui.info(
-        f"verified: {result.verification.get('blocks_checked', 0)} swapped blocks keep "
-        f"their output shapes; model output {result.verification.get('output_shape')}"
+        f"verified: {checked.blocks_checked} swapped blocks keep "
+        f"their output shapes; model output {checked.output_shape}"
     )
-    outputs = result.verification.get("outputs")
+    outputs = checked.outputs
     if outputs:
         ui.info(
-            f"outputs on a seeded batch: finite={outputs['finite']}, cosine similarity to "
-            f"the original {outputs['cosine_similarity']:.4f} (ParC changes the function "
+            f"outputs on a seeded batch: finite={outputs.finite}, cosine similarity to "
+            f"the original {outputs.cosine_similarity:.4f} (ParC changes the function "
             "until fine-tuned)"
         )
-    onnx = result.verification.get("onnx")
+    onnx = checked.onnx
     if onnx:
         ui.info(
             f"exported ONNX to {onnx['path']}: max abs difference to PyTorch "

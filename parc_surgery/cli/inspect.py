@@ -23,6 +23,8 @@ from parc_surgery.cli.options import (
     ModelArg,
     ModelArgsOpt,
     QuietOpt,
+    StagesOpt,
+    StrictOpt,
 )
 from parc_surgery.errors import ParcSurgeryError
 from parc_surgery.report import dumps
@@ -35,7 +37,7 @@ app.add_typer(rules_app, name="rules")
 
 def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[str, Any]:
     """Stages, containers and what each shipped config would select in model `name`."""
-    from parc_surgery.graph import analyze
+    from parc_surgery.graph import analyze, container_blocks
     from parc_surgery.models import create_model
     from parc_surgery.rules import load_rules, match, shipped_configs
 
@@ -45,9 +47,7 @@ def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[st
     for stage in graph.stages.values():
         containers = []
         for path, length in stage.containers:
-            block_types = sorted(
-                {type(child).__name__ for child in model.get_submodule(path).children()}
-            )
+            block_types = sorted({type(child).__name__ for child in container_blocks(model, path)})
             containers.append({"path": path, "blocks": length, "types": block_types})
         stages.append(
             {
@@ -151,12 +151,10 @@ def rules_validate_command(
     model: Annotated[
         str | None, typer.Option("--model", help="Also match the rules against this timm model.")
     ] = None,
-    stages: Annotated[str | None, typer.Option("--stages", help="Stages for --model.")] = None,
+    stages: StagesOpt = None,
     input_size: InputSizeOpt = None,
     model_arg: ModelArgsOpt = None,
-    strict: Annotated[
-        bool, typer.Option("--strict", help="Exit 3 if a rule matches nothing.")
-    ] = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Check a rules file: YAML, schema, replacement names; optionally against a model."""
     from parc_surgery.pipeline import plan_conversion

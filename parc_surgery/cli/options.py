@@ -13,8 +13,13 @@ from typing import Annotated
 
 import typer
 
+from parc_surgery.options import IMPL_CHOICES
+
 __all__ = [
     "ArchOpt",
+    "ExportImpl",
+    "ExportImplOpt",
+    "Impl",
     "CheckpointArg",
     "DataFormat",
     "FormatOpt",
@@ -34,6 +39,7 @@ __all__ = [
     "RulesOpt",
     "SeedOpt",
     "StagesOpt",
+    "StrictOpt",
     "WeightsOpt",
 ]
 
@@ -62,8 +68,24 @@ class OfficialArch(str, Enum):
     parcnet_s = "parcnet-s"
 
 
+# The ParC backends (options.IMPL_CHOICES), as an Enum so --help lists them.
+Impl = Enum("Impl", {name: name for name in IMPL_CHOICES}, type=str)
+Impl.__doc__ = "A ParC backend, or auto (chosen per shape)."
+
+
+class ExportImpl(str, Enum):
+    """The backends with a portable ONNX form (FFT has none)."""
+
+    spatial = "spatial"
+    circulant = "circulant"
+
+
 ModelArg = Annotated[
-    str, typer.Argument(help="timm model name, e.g. resnet50.", show_default=False)
+    str,
+    typer.Argument(
+        help="timm model name (resnet50) or torchvision:NAME (torchvision:resnet50).",
+        show_default=False,
+    ),
 ]
 CheckpointArg = Annotated[
     Path, typer.Argument(help="A parc-surgery checkpoint (.safetensors).", show_default=False)
@@ -113,7 +135,8 @@ InputSizeOpt = Annotated[
 ModelArgsOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--model-arg", help="KEY=VALUE passed to timm.create_model (VALUE is YAML); repeatable."
+        "--model-arg",
+        help="KEY=VALUE passed to the model's constructor (VALUE is YAML); repeatable.",
     ),
 ]
 WeightsOpt = Annotated[
@@ -134,8 +157,19 @@ QuietOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite an existing output file.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for new parameters and inputs.")]
 ImplOpt = Annotated[
-    str,
-    typer.Option("--impl", help="ParC backend: auto | spatial | fft | circulant."),
+    Impl,
+    typer.Option("--impl", help="ParC backend (auto: chosen per shape).", case_sensitive=False),
+]
+ExportImplOpt = Annotated[
+    ExportImpl,
+    typer.Option(
+        "--impl",
+        help="ParC backend to export: spatial (Conv) or circulant (MatMul).",
+        case_sensitive=False,
+    ),
+]
+StrictOpt = Annotated[
+    bool, typer.Option("--strict", help="Fail (exit 3) when a rule matches nothing.")
 ]
 ArchOpt = Annotated[
     OfficialArch | None,

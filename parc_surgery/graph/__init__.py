@@ -1,7 +1,12 @@
 """timm-aware FX tracing, per-module shapes, strides, stages and block containers."""
 
 from parc_surgery.graph.analysis import analyze, model_name_of
-from parc_surgery.graph.containers import enclosing_block, find_containers, is_container
+from parc_surgery.graph.containers import (
+    container_blocks,
+    enclosing_block,
+    find_containers,
+    is_container,
+)
 from parc_surgery.graph.input_size import (
     DEFAULT_INPUT_SIZE,
     default_input_size,
@@ -19,6 +24,7 @@ __all__ = [
     "ParcTracer",
     "StageInfo",
     "analyze",
+    "container_blocks",
     "default_input_size",
     "enclosing_block",
     "find_containers",

@@ -44,7 +44,8 @@ def analyze(
     strides = nominal_strides(record, size, probe, probe_size)
     _check_min_size(name, size, strides)
     stage_of = {path: stage_of_stride(stride) for path, stride in strides.items()}
-    containers = find_containers(model, stage_of)
+    channels_of = {p: out[1] for p, (_, out) in record.items() if out is not None and len(out) == 4}
+    containers = find_containers(model, stage_of, channels_of)
     modules = _module_infos(model, record, strides, stage_of, containers)
     composite = {p for p, m in model.named_modules() if p and next(m.children(), None) is not None}
     stages = build_stages(modules, containers.block, composite)

@@ -6,18 +6,26 @@ containers*: all children are composite modules (not all containers themselves) 
 spatial stage, and no ancestor is a block container (so `layer3.0.downsample` is not
 one, `layer3` is).
 `enclosing_block` maps any path to (container, index, length) of the block it is in.
+
+A flat Sequential that holds a whole network (torchvision's `mobilenet_v2().features`:
+stem, 17 InvertedResiduals, head) has no block container; its blocks are grouped into
+*runs* instead: consecutive children of one class, stage and width, named like a slice
+(`features[7:11]` holds features.7 .. features.10). A run is what timm makes a
+Sequential of its own (mobilenetv2_100's blocks.3), so positional rules select the same
+blocks in both.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import nn
 
-__all__ = ["Containers", "enclosing_block", "find_containers", "is_container"]
+__all__ = ["Containers", "container_blocks", "enclosing_block", "find_containers", "is_container"]
 
 _NUMBERED = re.compile(r"^([A-Za-z_]*?)(\d+)$")
+_RUN = re.compile(r"^(.*)\[(\d+):(\d+)\]$")
 
 
 def is_container(module: nn.Module) -> bool:
@@ -44,15 +52,24 @@ class Containers:
     """All containers, and the block containers with their stage."""
 
     children: dict[str, list[str]]  # container path -> child names, in order
-    block: dict[str, int]  # block container path -> stage of its blocks
+    block: dict[str, int]  # block container path (or run name) -> stage of its blocks
+    runs: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # block -> its run
 
 
 def _join(parent: str, child: str) -> str:
     return f"{parent}.{child}" if parent else child
 
 
-def find_containers(model: nn.Module, stage_of: dict[str, int | None]) -> Containers:
-    """Find containers; a block container's ran children all share one non-None stage."""
+def find_containers(
+    model: nn.Module,
+    stage_of: dict[str, int | None],
+    channels_of: dict[str, int] | None = None,
+) -> Containers:
+    """Find containers; a block container's ran children all share one non-None stage.
+
+    With `channels_of` (output channels per path), a container whose children span
+    several stages and that holds no block container is split into runs.
+    """
     children: dict[str, list[str]] = {}
     for path, module in model.named_modules():
         if is_container(module):
@@ -71,7 +88,67 @@ def find_containers(model: nn.Module, stage_of: dict[str, int | None]) -> Contai
         ran = [n for n in names if _join(path, n) in stage_of]
         if ran and len(stages) == 1 and all(stage_of[_join(path, n)] is not None for n in ran):
             block[path] = stages.pop()
-    return Containers(children, block)
+    runs: dict[str, tuple[str, int, int]] = {}
+    if channels_of is not None:
+        for path, names in children.items():
+            taken = [*block, *runs]
+            if not any(t == "" or _related(path, t) for t in taken):
+                runs.update(_runs(path, names, modules, stage_of, channels_of))
+        block.update({run: stage_of[member] for member, (run, _, _) in runs.items()})
+    return Containers(children, block, runs)
+
+
+def _related(path: str, other: str) -> bool:
+    """One path is the other or inside it (either way round)."""
+    return path == other or path.startswith(other + ".") or other.startswith(path + ".")
+
+
+def _runs(
+    path: str,
+    names: list[str],
+    modules: dict[str, nn.Module],
+    stage_of: dict[str, int | None],
+    channels_of: dict[str, int],
+) -> dict[str, tuple[str, int, int]]:
+    """{block path: (run name, index, length)} for the runs among a container's children.
+
+    Nothing when a child is a plain layer (a transition's conv: not a stack of blocks),
+    or when runs average under two blocks (every block its own width, as in RexNet or
+    DPN: a run of one places nothing that the whole container would not).
+    """
+    if any(next(modules[_join(path, n)].children(), None) is None for n in names):
+        return {}
+    groups: list[list[int]] = []
+    last_key = None
+    for i, name in enumerate(names):
+        child = _join(path, name)
+        module = modules[child]
+        composite = next(module.children(), None) is not None and not is_container(module)
+        key = (type(module), stage_of.get(child), channels_of.get(child)) if composite else None
+        if key is None or key[1] is None or key[2] is None:
+            last_key = None
+            continue
+        if key != last_key:
+            groups.append([])
+        groups[-1].append(i)
+        last_key = key
+    if not groups or sum(map(len, groups)) < 2 * len(groups):
+        return {}
+    found = {}
+    for group in groups:
+        run = f"{path}[{group[0]}:{group[-1] + 1}]" if path else f"[{group[0]}:{group[-1] + 1}]"
+        for index, i in enumerate(group):
+            found[_join(path, names[i])] = (run, index, len(group))
+    return found
+
+
+def container_blocks(model: nn.Module, container: str) -> list[nn.Module]:
+    """The blocks of a container path, or of a run (`features[7:11]`)."""
+    run = _RUN.match(container)
+    if run is None:
+        return list(model.get_submodule(container).children())
+    parent = model.get_submodule(run.group(1)) if run.group(1) else model
+    return list(parent.children())[int(run.group(2)) : int(run.group(3))]
 
 
 def enclosing_block(path: str, containers: Containers) -> tuple[str, int, int] | None:
@@ -83,6 +160,9 @@ def enclosing_block(path: str, containers: Containers) -> tuple[str, int, int] |
     parts = path.split(".")
     nearest = None
     for cut in range(len(parts) - 1, -1, -1):
+        run = containers.runs.get(".".join(parts[: cut + 1]))
+        if run is not None:
+            return run
         parent, child = ".".join(parts[:cut]), parts[cut]
         names = containers.children.get(parent)
         if names is None or child not in names:

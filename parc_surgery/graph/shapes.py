@@ -9,12 +9,12 @@ inside of FX leaf modules too, so every module path gets shapes, not only FX lea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import nn
+
+from parc_surgery.models import eval_mode, input_channels
 
 __all__ = ["Shape", "ShapeRecord", "eval_mode", "first_tensor", "record_shapes"]
 
@@ -41,27 +41,11 @@ def _shape(value: Any) -> Shape | None:
     return None if tensor is None else tuple(tensor.shape)
 
 
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put `model` in eval mode; restore every submodule's own training flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for module, training in flags:
-            module.training = training
-
-
 def _example_input(model: nn.Module, input_size: tuple[int, int]) -> torch.Tensor:
     ref = next(iter(model.parameters()), None)
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
     device = ref.device if ref is not None else torch.device("cpu")
-    in_chans = next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if in_chans is None:
-        cfg = getattr(model, "pretrained_cfg", None) or {}
-        size = cfg.get("input_size")
-        in_chans = int(size[0]) if isinstance(size, (tuple, list)) and len(size) == 3 else 3
+    in_chans = input_channels(model)
     return torch.zeros(1, in_chans, *input_size, dtype=dtype, device=device)
 
 

@@ -121,26 +121,44 @@ def load_rules(path_or_name: str | Path) -> RuleSet:
     return parse_rules(text, source=source, label=label)
 
 
-def _has_class(model: nn.Module | None, module_name: str, class_name: str) -> bool:
+# Block classes that identify a family in a model object, by module and class name.
+_FAMILY_CLASSES: dict[str, tuple[tuple[str, str], ...]] = {
+    "resnet50": (("timm.models.resnet", "Bottleneck"), ("torchvision.models.resnet", "Bottleneck")),
+    "mobilenetv2": (("torchvision.models.mobilenetv2", "InvertedResidual"),),
+    "convnext": (
+        ("timm.models.convnext", "ConvNeXtBlock"),
+        ("torchvision.models.convnext", "CNBlock"),
+    ),
+    "mobilevit": (("timm.models.mobilevit", "MobileVitBlock"),),
+}
+
+# Name patterns of timm (and "torchvision:") model names, per shipped config.
+_FAMILY_NAMES: dict[str, tuple[str, ...]] = {
+    "resnet50": ("resnet*",),
+    "mobilenetv2": ("mobilenetv2*", "mobilenet_v2"),
+    "convnext": ("convnext*",),
+    "mobilevit": ("mobilevit_*",),
+}
+
+
+def _classes_in(model: nn.Module | None) -> set[tuple[str, str]]:
     if model is None:
-        return False
-    return any(
-        type(m).__name__ == class_name and type(m).__module__ == module_name
-        for m in model.modules()
-    )
+        return set()
+    return {(type(m).__module__, type(m).__name__) for m in model.modules()}
 
 
-def default_rules_for(model_name: str, model: nn.Module | None = None) -> str:
-    """The shipped config for a model: resnet50, mobilenetv2, convnext, mobilevit or generic."""
-    name = model_name.split("/")[-1].split(".")[0].lower()  # "timm/resnet50.a1_in1k"
-    if fnmatch.fnmatch(name, "resnet*") or _has_class(model, "timm.models.resnet", "Bottleneck"):
-        return "resnet50"
-    if fnmatch.fnmatch(name, "mobilenetv2*"):
-        return "mobilenetv2"
-    if fnmatch.fnmatch(name, "convnext*"):
-        return "convnext"
-    if fnmatch.fnmatch(name, "mobilevit_*") or _has_class(
-        model, "timm.models.mobilevit", "MobileVitBlock"
-    ):
-        return "mobilevit"
+def default_rules_for(model_name: str | None, model: nn.Module | None = None) -> str:
+    """The shipped config for a model: resnet50, mobilenetv2, convnext, mobilevit or generic.
+
+    By the model's name (timm's, "torchvision:NAME") when it has one, else by the block
+    classes it contains, so a timm, torchvision or hand-built model object gets one too.
+    """
+    name = (model_name or "").split(":")[-1].split("/")[-1].split(".")[0].lower()
+    for config, patterns in _FAMILY_NAMES.items():
+        if any(fnmatch.fnmatch(name, pattern) for pattern in patterns):
+            return config
+    classes = _classes_in(model)
+    for config, family in _FAMILY_CLASSES.items():
+        if classes & set(family):
+            return config
     return "generic"

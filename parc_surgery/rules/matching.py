@@ -10,6 +10,7 @@ not have raise UsageError.
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -20,7 +21,10 @@ from parc_surgery.options import SwapOptions
 from parc_surgery.rules.loading import RuleSet
 from parc_surgery.rules.schema import MatchSpec
 
-__all__ = ["Match", "MatchResult", "choose_stages", "is_depthwise_conv", "match"]
+__all__ = ["FilterFn", "Match", "MatchResult", "choose_stages", "is_depthwise_conv", "match"]
+
+# filter_fn(module, path) -> bool: False keeps a module a rule selected out of the plan.
+FilterFn = Callable[[nn.Module, str], bool]
 
 
 @dataclass(frozen=True)
@@ -114,7 +118,12 @@ def _inside(path: str, ancestors: set[str]) -> str | None:
 
 
 def _select(
-    ruleset: RuleSet, i: int, graph: ModelGraph, modules: dict[str, nn.Module], stages: list[int]
+    ruleset: RuleSet,
+    i: int,
+    graph: ModelGraph,
+    modules: dict[str, nn.Module],
+    stages: list[int],
+    filter_fn: FilterFn | None = None,
 ) -> tuple[list[str], list[str]]:
     """(selected paths, stride-2 paths skipped) of rule i, in model order."""
     spec = ruleset.rules[i].match
@@ -129,6 +138,8 @@ def _select(
         if not _positioned(spec, info):
             continue
         if spec.name is not None and not fnmatch.fnmatchcase(path, spec.name):
+            continue
+        if filter_fn is not None and not filter_fn(module, path):
             continue
         if _inside(path, chosen):
             continue  # an ancestor is already replaced whole by this rule
@@ -183,8 +194,13 @@ def match(
     graph: ModelGraph,
     model: nn.Module,
     stages: list[int] | tuple[int, ...] | None = None,
+    filter_fn: FilterFn | None = None,
 ) -> MatchResult:
-    """Select the modules each rule replaces in the chosen stages."""
+    """Select the modules each rule replaces in the chosen stages.
+
+    `filter_fn(module, path)` narrows the selection: a module it returns False for is
+    not selected (and `first_in_container` counts only the modules that are).
+    """
     chosen = choose_stages(stages, ruleset, graph)
     modules = dict(model.named_modules())
     owner: dict[str, int] = {}
@@ -192,7 +208,7 @@ def match(
     unmatched: list[str] = []
     stage_text = ", ".join(map(str, chosen))
     for i in range(len(ruleset.rules)):
-        selected, strided = _select(ruleset, i, graph, modules, chosen)
+        selected, strided = _select(ruleset, i, graph, modules, chosen, filter_fn)
         if strided:
             warnings.append(
                 f"{ruleset.rule_label(i)} skipped {', '.join(strided)}: stride 2 (ParC is "

@@ -6,27 +6,21 @@ import pytest
 import torch
 from analysis_testkit import TINY_SIZE, tiny_pair
 
-from parc_surgery.analysis.bench import (
-    bench_pair,
-    count_macs,
-    count_params,
-    latency_stats,
-    time_models,
-    using_threads,
-)
+from parc_surgery.analysis.bench import bench_pair, latency_stats, time_models, using_threads
+from parc_surgery.costs import count_params, model_macs
 from parc_surgery.ops import ParCPair
 
 
 def test_macs_of_a_conv_are_its_multiply_accumulates():
     conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
-    assert count_macs(conv, (10, 12)) == 8 * 3 * 9 * 10 * 12
+    assert model_macs(conv, (10, 12)) == 8 * 3 * 9 * 10 * 12
 
 
 def test_parc_macs_are_counted_as_the_spatial_form_whatever_the_backend():
     # depthwise pair on 8 + 8 channels of a 16x16 map: each output takes 16 taps
     pair = ParCPair(16, 16, impl="fft").eval()
     wrapped = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 1, bias=False), pair)
-    assert count_macs(wrapped, (16, 16)) == 3 * 16 * 256 + 16 * 256 * 16
+    assert model_macs(wrapped, (16, 16)) == 3 * 16 * 256 + 16 * 256 * 16
 
 
 def test_params_count_every_parameter():

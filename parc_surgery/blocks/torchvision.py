@@ -1,0 +1,82 @@
+"""torchvision's blocks of the published ParC families, under the same replacement names.
+
+A rule's `with: parc_bottleneck` / `parc_inverted_residual` / `parc_convnext` converts
+torchvision's ResNet Bottleneck, MobileNetV2 InvertedResidual and ConvNeXt CNBlock to the
+same ParC blocks as timm's: the same conv becomes the same ParC pair, everything else in
+the block keeps its weights, and the block keeps its torchvision class and forward.
+
+- Bottleneck has timm's layout (conv2 carries the stride): the timm builder serves it.
+- InvertedResidual keeps its convs in a `conv` Sequential; the depthwise 3x3 is the
+  first conv of one of its Conv2dNormActivation stages (`conv.1.0`, or `conv.0.0` when
+  there is no expansion). It downsamples there, so `stride` must be 1.
+- CNBlock's 7x7 depthwise conv (with bias) is `block.0`; CNBlocks never downsample.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from torch import nn
+
+from .bottleneck import build_parc_bottleneck
+from .local_conv import check_local_conv, depthwise_pair_for_conv, refuse_stride
+from .registry import ReplacementContext, ReplacementError, register_builder
+
+__all__ = ["build_tv_bottleneck", "build_tv_cnblock", "build_tv_inverted_residual"]
+
+TV_BOTTLENECK = "torchvision.models.resnet.Bottleneck"
+TV_INVERTED_RESIDUAL = "torchvision.models.mobilenetv2.InvertedResidual"
+TV_CNBLOCK = "torchvision.models.convnext.CNBlock"
+
+
+def _with_descendant(module: nn.Module, path: str, child: nn.Module) -> nn.Module:
+    """A deep copy of `module` with the submodule at dotted `path` replaced by `child`."""
+    new = copy.deepcopy(module)
+    parent_path, _, name = path.rpartition(".")
+    setattr(new.get_submodule(parent_path) if parent_path else new, name, child)
+    return new.train(module.training)
+
+
+def _is_depthwise(conv: nn.Module) -> bool:
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.groups == conv.in_channels == conv.out_channels
+        and conv.groups > 1
+    )
+
+
+@register_builder("parc_bottleneck", accepts=(TV_BOTTLENECK,))
+def build_tv_bottleneck(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
+    """torchvision Bottleneck: conv2 -> dense ParC pair, as for timm's (same layout)."""
+    return build_parc_bottleneck(module, ctx)
+
+
+@register_builder("parc_inverted_residual", accepts=(TV_INVERTED_RESIDUAL,))
+def build_tv_inverted_residual(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
+    """torchvision InvertedResidual: its depthwise conv -> depthwise ParC pair; rest kept."""
+    if getattr(module, "stride", 1) != 1:
+        refuse_stride(ctx, f"this InvertedResidual has stride {module.stride}")
+    found = [
+        f"conv.{i}.0"
+        for i, stage in enumerate(module.conv)
+        if isinstance(stage, nn.Sequential) and len(stage) and _is_depthwise(stage[0])
+    ]
+    if len(found) != 1:
+        raise ReplacementError(
+            f"this InvertedResidual has {len(found)} depthwise convs in `conv`, not one",
+            where=ctx.path,
+            hint="it is not torchvision's MobileNetV2 layout; convert its conv with "
+            "`op: depthwise_conv` and parc_dwconv instead",
+        )
+    conv = check_local_conv(module.get_submodule(found[0]), ctx, found[0])
+    # The same ParC pair as timm's block gets: official bias and MobileNetV2 init.
+    pair = depthwise_pair_for_conv(conv, ctx, found[0], bias=True, paper_init="mobilenetv2")
+    return _with_descendant(module, found[0], pair)
+
+
+@register_builder("parc_convnext", accepts=(TV_CNBLOCK,))
+def build_tv_cnblock(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
+    """torchvision CNBlock: the 7x7 depthwise block.0 -> depthwise ParC pair with bias."""
+    conv = check_local_conv(module.block[0], ctx, "block.0")
+    pair = depthwise_pair_for_conv(conv, ctx, "block.0", bias=True, paper_init="convnext")
+    return _with_descendant(module, "block.0", pair)
