@@ -15,6 +15,7 @@ __all__ = [
     "NothingMatchedError",
     "OutputError",
     "ParcSurgeryError",
+    "ParcSurgeryWarning",
     "RulesError",
     "TraceError",
     "UsageError",
@@ -50,6 +51,10 @@ def _closed(text: str) -> str:
     """`text` ending in exactly one closing punctuation mark."""
     text = text.strip()
     return text if text.endswith((".", "?", "!")) else text + "."
+
+
+class ParcSurgeryWarning(UserWarning):
+    """Something a user should know that does not stop the command (printed as 'warning:')."""
 
 
 class UsageError(ParcSurgeryError):

@@ -13,7 +13,8 @@ from typing import Any
 
 from torch import nn
 
-from parc_surgery.errors import UsageError, WeightsError
+from parc_surgery.errors import ParcSurgeryError, UsageError, WeightsError
+from parc_surgery.model_args import check_model_args
 
 __all__ = ["DEFAULT_INPUT_SIZE", "create_model", "input_channels", "input_size_of", "model_name_of"]
 
@@ -24,19 +25,27 @@ def create_model(name: str, model_args: dict[str, Any] | None = None, *, pretrai
     """timm.create_model with user-facing errors for unknown names and bad kwargs."""
     import timm
 
-    model_args = dict(model_args or {})
-    if not timm.is_model(name):  # also accepts a pretrained tag: "resnet50.a1_in1k"
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    model_args = check_model_args(model_args)
+    # is_model also accepts a pretrained tag ("resnet50.a1_in1k") and refuses the
+    # "hf-hub:" / "local-dir:" sources that would read a config from the hub or a folder.
+    if not isinstance(name, str) or not timm.is_model(name):
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=5, cutoff=0.6)
         hint = f"did you mean: {', '.join(close)}?" if close else "see timm.list_models()"
         raise UsageError(f"unknown timm model {name!r}", hint=hint)
     try:
         return timm.create_model(name, pretrained=pretrained, **model_args)
-    except TypeError as err:
-        raise UsageError(
-            f"model {name!r} does not accept the arguments {model_args}: {err}",
-            hint="check the --model-arg names against the model's constructor",
-        ) from None
+    except ParcSurgeryError:
+        raise
     except Exception as err:
+        if model_args and (not pretrained or isinstance(err, TypeError)):
+            # The constructor refused the user's arguments: a TypeError for an unknown
+            # keyword, anything else (IndexError, AssertionError...) for a value it cannot use.
+            detail = " ".join(str(err).split())[:300] or "no detail"
+            raise UsageError(
+                f"model {name!r} cannot be built with the arguments {model_args} "
+                f"({type(err).__name__}: {detail})",
+                hint="check the --model-arg names and values against the model's constructor",
+            ) from None
         if not pretrained:
             raise
         raise WeightsError(

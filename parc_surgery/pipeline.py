@@ -101,6 +101,7 @@ def convert(
     force: bool = False,
     seed: int | None = 0,
     check_outputs: bool = False,
+    allow_empty: bool = False,
     on_step: StepCallback = _no_step,
     on_plan: Callable[[PlannedConversion], None] | None = None,
     **plan_kwargs: Any,
@@ -108,16 +109,28 @@ def convert(
     """Plan, apply and verify; with `output`, also write the checkpoint atomically.
 
     check_outputs also runs the original and the converted model on one seeded batch
-    (see compare_outputs); that needs a copy of the original, so it costs memory.
+    (see compare_outputs); that needs a copy of the original, so it costs memory, and
+    fails (VerificationError) when the converted outputs are not finite. A plan with
+    nothing to swap raises NothingMatchedError (exit 3) and writes nothing, unless
+    `allow_empty`.
     """
     from parc_surgery.apply import apply_plan, verify
     from parc_surgery.checkpoint import check_output, save
 
+    inputs = [plan_kwargs.get("weights"), plan_kwargs.get("rules")]
     if output:
-        check_output(output, force=force)  # fail before the slow part, not after
+        check_output(output, force=force, inputs=inputs)  # fail before the slow part
     planned = plan_conversion(model_name, on_step=on_step, **plan_kwargs)
     if on_plan is not None:
         on_plan(planned)  # shown before anything changes
+    if not planned.plan.swaps and not allow_empty:
+        raise NothingMatchedError(
+            f"nothing to swap: no rule selected a block of {model_name} in stages "
+            f"{', '.join(map(str, planned.plan.stages)) or '(none)'}, so the result would be "
+            "the unconverted model" + ("; nothing was written" if output else ""),
+            hint="choose other --stages or --rules (parc-surgery inspect shows what each "
+            "shipped rule selects), or pass --allow-empty to write it anyway",
+        )
     original = copy.deepcopy(planned.model) if check_outputs else None
     on_step("apply")
     model = apply_plan(planned.model, planned.plan, seed=seed)
@@ -139,21 +152,39 @@ def convert(
             force=force,
             source_weights_sha256=planned.weights_sha256,
             seed=seed,
+            inputs=inputs,
         )
     return result
 
 
 def compare_outputs(original: nn.Module, converted: nn.Module, input_size, seed: int = 0) -> dict:
-    """Run both models on one seeded batch: shapes, finiteness, cosine similarity."""
+    """Run both models on one seeded batch: shapes, finiteness, cosine similarity.
+
+    The batch has the model's own input channels. Non-finite converted outputs raise
+    VerificationError (exit 5): such a checkpoint is never written.
+    """
+    from parc_surgery.errors import VerificationError
+    from parc_surgery.models import input_channels
+
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(2, 3, *input_size, generator=generator)
+    x = torch.randn(2, input_channels(original), *input_size, generator=generator)
     with torch.no_grad():
         a = original.eval()(x)
         b = converted.eval()(x)
+    finite = bool(torch.isfinite(b).all())
+    if not finite:
+        bad = int((~torch.isfinite(b)).sum())
+        raise VerificationError(
+            f"the converted model's outputs on a seeded batch are not finite ({bad} of "
+            f"{b.numel()} values are NaN or infinite"
+            + ("; the original's are too)" if not bool(torch.isfinite(a).all()) else ")"),
+            hint="check the source weights and the rules' options (init, kernel_size); "
+            "nothing was written",
+        )
     cosine = torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).mean().item()
     return {
         "output_shape_original": list(a.shape),
         "output_shape_converted": list(b.shape),
-        "finite": bool(torch.isfinite(b).all()),
+        "finite": finite,
         "cosine_similarity": round(cosine, 6),
     }

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from parc_surgery.blocks.registry import build_for_swap
+from parc_surgery.models import input_channels
 from parc_surgery.ops import ParC, forced_impl
 from parc_surgery.plan import Plan, Swap
 
@@ -131,7 +132,7 @@ def build_plan(
         swaps=swaps,
         warnings=list(warnings),
         params_total_before=_params(model),
-        macs_total_before=count_macs(model, (1, 3, *graph.input_size)),
+        macs_total_before=count_macs(model, (1, input_channels(model), *graph.input_size)),
     )
 
 

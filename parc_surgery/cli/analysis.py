@@ -86,7 +86,7 @@ def erf_command(
     weights: WeightsOpt = None,
     model_arg: ModelArgsOpt = None,
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--out", "-o", help="PNG to write. Default: <model>-erf.png."),
     ] = None,
     force: ForceOpt = False,
@@ -121,8 +121,8 @@ def erf_command(
     if images is not None and not images.is_dir():
         raise UsageError(f"--images {images}: not a directory")
     ui = Output(quiet=quiet, fmt=fmt)
-    target = out if out is not None else Path(f"{model.replace('/', '_')}-erf.png")
-    check_output(target, force=force)  # fail before the slow part, not after
+    target = out if out is not None else f"{model.replace('/', '_')}-erf.png"
+    check_output(target, force=force, inputs=[weights])  # fail before the slow part, not after
     pair = _pair(
         ui,
         model,
@@ -212,7 +212,7 @@ def bench_command(
         ("--batch", batch, 1),
         ("--runs", runs, 1),
         ("--warmup", warmup, 0),
-        ("--threads", threads or 1, 1),
+        ("--threads", 1 if threads is None else threads, 1),
     ):
         if value < least:
             raise UsageError(f"{name} must be at least {least}, got {value}")
@@ -241,7 +241,7 @@ def bench_command(
 @handle_errors
 def export_command(
     checkpoint: CheckpointArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="ONNX file to write.")],
     input_size: Annotated[
         str | None,
         typer.Option(
@@ -279,7 +279,7 @@ def export_command(
             hint="FFT has no portable ONNX form",
         )
     ui = Output(quiet=quiet, fmt=fmt)
-    check_output(out, force=force)  # fail before the slow part, not after
+    check_output(out, force=force, inputs=[checkpoint])  # fail before the slow part
     recipe = read_recipe(checkpoint)
     size = parse_size(input_size) or tuple(recipe["plan"]["input_size"])
     with ui.steps(f"exporting {checkpoint.name}") as on_step:

@@ -14,6 +14,8 @@ from typing import Annotated
 import typer
 
 __all__ = [
+    "AllowEmptyOpt",
+    "AllowOutsideOpt",
     "CheckpointArg",
     "DataFormat",
     "FormatOpt",
@@ -98,4 +100,19 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for new parameters an
 ImplOpt = Annotated[
     str,
     typer.Option("--impl", help="ParC backend: auto | spatial | fft | circulant."),
+]
+AllowEmptyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty",
+        help="Write the checkpoint even when no rule selects anything (otherwise exit 3).",
+    ),
+]
+AllowOutsideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside",
+        help="Let jobs write outside --output-dir and read rules / weights outside the "
+        "jobs file's folder (absolute paths, '..', symlinks). Off: such a job fails.",
+    ),
 ]

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from parc_surgery.models import input_channels
+
 __all__ = ["Shape", "ShapeRecord", "eval_mode", "first_tensor", "record_shapes"]
 
 Shape = tuple[int, ...]
@@ -57,12 +59,7 @@ def _example_input(model: nn.Module, input_size: tuple[int, int]) -> torch.Tenso
     ref = next(iter(model.parameters()), None)
     dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
     device = ref.device if ref is not None else torch.device("cpu")
-    in_chans = next((m.in_channels for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    if in_chans is None:
-        cfg = getattr(model, "pretrained_cfg", None) or {}
-        size = cfg.get("input_size")
-        in_chans = int(size[0]) if isinstance(size, (tuple, list)) and len(size) == 3 else 3
-    return torch.zeros(1, in_chans, *input_size, dtype=dtype, device=device)
+    return torch.zeros(1, input_channels(model), *input_size, dtype=dtype, device=device)
 
 
 def record_shapes(model: nn.Module, input_size: tuple[int, int]) -> ShapeRecord:
