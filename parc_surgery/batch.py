@@ -309,20 +309,24 @@ def run_batch(
     outputs = {n: out for n, out in prepared.items() if isinstance(out, str)}
     _check_duplicates(outputs, positions, prefix)
     results: list[JobResult] = []
-    for number, job in enumerate(jobs):
-        if isinstance(job, ParcSurgeryError):
-            results.append(JobResult(f"job {number}", "?", False, job.exit_code, job.message))
-            continue
-        name = job.name or job.model
-        output = prepared[number]
-        if isinstance(output, ParcSurgeryError):
-            results.append(JobResult(name, job.model, False, output.exit_code, output.message))
-            continue
-        if on_job:
-            on_job(number, name)
-        try:
+    try:
+        for number, job in enumerate(jobs):
+            if isinstance(job, ParcSurgeryError):
+                results.append(JobResult(f"job {number}", "?", False, job.exit_code, job.message))
+                continue
+            name = job.name or job.model
+            output = prepared[number]
+            if isinstance(output, ParcSurgeryError):
+                results.append(JobResult(name, job.model, False, output.exit_code, output.message))
+                continue
+            if on_job:
+                on_job(number, name)
             results.append(_run_one(job, output, base, force, allow_outside))
-        except KeyboardInterrupt:
-            results.append(JobResult(name, job.model, False, 130, "interrupted (Ctrl-C)"))
-            raise BatchInterrupted(results, len(jobs) - number - 1) from None
+    except KeyboardInterrupt:
+        stopped = len(results)  # the job that was running when Ctrl-C came
+        if stopped < len(jobs):
+            job = jobs[stopped]
+            label = (job.name or job.model, job.model) if isinstance(job, Job) else ("?", "?")
+            results.append(JobResult(*label, False, 130, "interrupted (Ctrl-C)"))
+        raise BatchInterrupted(results, len(jobs) - len(results)) from None
     return results

@@ -124,6 +124,8 @@ def _first_problem(err: ValidationError) -> str:
     first = err.errors(include_url=False)[0]
     where = ".".join(str(part) for part in first["loc"]) or "the recipe"
     message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
     found = first.get("input")
     shown = repr(found) if not isinstance(found, (dict, list)) else type(found).__name__
     shown = shown[:60] + ("..." if len(shown) > 60 else "")

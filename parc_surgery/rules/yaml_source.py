@@ -48,6 +48,7 @@ MAX_NODES = 100_000  # about 5000 jobs; parsing that many takes about a second
 
 # libyaml when present (every PyPI wheel has it): 10x faster than the pure-Python parser.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PLAIN_COLLECTIONS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,12 @@ class _Builder:
 
     def build(self, node: yaml.Node, path: DataPath) -> Any:
         self.positions.values[path] = Mark.of(node)
+        if isinstance(node, yaml.CollectionNode) and node.tag not in _PLAIN_COLLECTIONS:
+            raise RulesError(
+                f"YAML tag {node.tag!r} is not accepted: only plain mappings and lists are",
+                where=f"{self.positions.source}:{Mark.of(node).line}:{Mark.of(node).column}",
+                hint="Remove the tag",
+            )
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, path)
         if isinstance(node, yaml.SequenceNode):
