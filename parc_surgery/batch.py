@@ -54,13 +54,18 @@ class Job(BaseModel):
     force: bool = Field(False, description="overwrite an existing output")
     strict: bool = Field(False, description="fail when a rule matches nothing")
     allow_empty: bool = Field(False, description="write the checkpoint when nothing is swapped")
-    seed: int = Field(0, description="seed for new parameters")
+    seed: int = Field(0, ge=0, lt=1 << 63, description="seed for new parameters")
 
     @field_validator("input_size")
     @classmethod
     def _size(cls, value: Any) -> Any:
         if isinstance(value, list) and len(value) != 2:
             raise ValueError("input_size as a list must be [H, W]")
+        if value is not None:
+            try:
+                _parsed_size(value)
+            except ParcSurgeryError as err:
+                raise ValueError(err.what) from None
         return value
 
     @field_validator("model_args")
@@ -72,13 +77,15 @@ class Job(BaseModel):
             raise ValueError(err.message) from None
 
     def size(self) -> tuple[int, int] | None:
-        if self.input_size is None:
-            return None
-        from parc_surgery.graph import parse_input_size
+        return None if self.input_size is None else _parsed_size(self.input_size)
 
-        if isinstance(self.input_size, list):
-            return parse_input_size(f"{self.input_size[0]}x{self.input_size[1]}")
-        return parse_input_size(str(self.input_size))
+
+def _parsed_size(value: int | str | list[int]) -> tuple[int, int]:
+    from parc_surgery.graph import parse_input_size
+
+    if isinstance(value, list):
+        return parse_input_size(f"{value[0]}x{value[1]}")
+    return parse_input_size(str(value))
 
 
 class JobFile(BaseModel):

@@ -40,10 +40,10 @@ from parc_surgery.errors import (
     CheckpointError,
     ParcSurgeryError,
     ParcSurgeryWarning,
-    WeightsError,
 )
 from parc_surgery.plan import Plan
 from parc_surgery.recipe import CHECKPOINT_FORMAT, validate_recipe
+from parc_surgery.weights import compare_shapes, file_sha256, load_source_weights, load_strict
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -63,14 +63,6 @@ __all__ = [
 TENSORS_SHA256_KEY = "tensors_sha256"
 MAX_HEADER_BYTES = 64 << 20  # a timm model's header is well under 1 MiB
 _HINT_CORRUPT = "the file is corrupt, truncated or was edited: write it again with parc-convert"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def check_output(
@@ -221,7 +213,7 @@ def load(path: str | os.PathLike, *, map_location: str = "cpu") -> nn.Module:
     state = _read_tensors(header, map_location)
     _check_tensors(header, state)
     model = _build(plan, header, device=None)
-    _load_strict(model, state, source=header.path, error=CheckpointError)
+    load_strict(model, state, source=header.path, error=CheckpointError)
     return model
 
 
@@ -311,7 +303,7 @@ def _check_architecture(plan: Plan, header: Header) -> None:
     except Exception:
         return  # a module that cannot be built on meta: the real build keeps its budget
     shapes = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
-    _compare(shapes, header.shapes, source=header.path, error=CheckpointError)
+    compare_shapes(shapes, header.shapes, source=header.path, error=CheckpointError)
 
 
 def _read_tensors(header: Header, map_location: str) -> dict[str, torch.Tensor]:
@@ -344,91 +336,6 @@ def _check_tensors(header: Header, state: Mapping[str, torch.Tensor]) -> None:
             "changed after it was written",
             hint="the file is corrupt or was edited: fetch it again or convert the model again",
         )
-
-
-def load_source_weights(model: nn.Module, path: str | os.PathLike) -> str:
-    """Load a local state_dict into the unconverted model strictly; returns its sha256.
-
-    Accepts safetensors, or a torch file holding a state_dict directly or under
-    "state_dict" / "model" (a "module." prefix from DataParallel is removed).
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise WeightsError(f"weights file {path} is a directory", hint="give the file inside it")
-    if not path.is_file():
-        what = "is not a regular file" if path.exists() else "does not exist"
-        raise WeightsError(f"weights file {path} {what}", hint="check the --weights path")
-    state = _read_state_dict(path)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    _load_strict(model, state, source=str(path), error=WeightsError)
-    return file_sha256(path)
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as err:
-            raise WeightsError(f"{path} is not a readable safetensors file ({err})") from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file
-        raise WeightsError(
-            f"{path} could not be read as a torch or safetensors weights file "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
-            hint="give a safetensors file or a torch file holding a state_dict",
-        ) from None
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(
-            f"{path} holds no state_dict (expected a dict of tensors, directly or under "
-            "'state_dict' or 'model')"
-        )
-    return obj
-
-
-def _compare(
-    own: Mapping[str, tuple[int, ...]],
-    given: Mapping[str, tuple[int, ...]],
-    *,
-    source: str,
-    error: type,
-) -> None:
-    """`error` listing missing, unexpected and reshaped keys of `given` against `own`."""
-    missing = sorted(set(own) - set(given))
-    unexpected = sorted(set(given) - set(own))
-    mismatched = sorted(k for k in set(own) & set(given) if tuple(own[k]) != tuple(given[k]))
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected)):
-            if keys:
-                parts.append(f"{len(keys)} {label} keys ({_preview(keys)})")
-        if mismatched:
-            shapes = [f"{k} {tuple(given[k])} vs {tuple(own[k])}" for k in mismatched]
-            parts.append(f"{len(mismatched)} with other shapes ({_preview(shapes)})")
-        raise error(
-            f"{source} does not match the model: {'; '.join(parts)}",
-            hint="check that the file belongs to this model, its --model-arg values and rules",
-        )
-
-
-def _load_strict(model: nn.Module, state: dict, *, source: str, error: type) -> None:
-    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    _compare(own, {k: tuple(v.shape) for k, v in state.items()}, source=source, error=error)
-    model.load_state_dict(state, strict=True)
-
-
-def _preview(items: list[str], limit: int = 4) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _timm_version() -> str:

@@ -172,3 +172,16 @@ def test_model_arg_values_go_through_the_same_loader():
         app, ["convert", "resnet26", "--dry-run", "--model-arg", "x=[&a [1], *a]"]
     )
     assert result.exit_code == 2 and "aliases are not accepted" in result.stderr
+
+
+def test_jobs_sizes_and_seeds_are_bounded_where_they_are_written(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(
+        "jobs:\n  - {model: resnet26, input_size: 100000}\n"
+        "  - {model: resnet26, input_size: [64, -1]}\n"
+        "  - {model: resnet26, seed: 100000000000000000000}\n"
+    )
+    huge, negative, seed = load_jobs(path)
+    assert huge.where == f"{path}:2:35" and "larger than 4096" in huge.what
+    assert negative.where == f"{path}:3:35" and "input_size" in negative.what
+    assert seed.where == f"{path}:4:29" and "seed" in seed.what
