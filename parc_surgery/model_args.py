@@ -46,7 +46,10 @@ FORBIDDEN_MODEL_ARGS = frozenset(
 # ...and any keyword that by its name points at a file, a folder, a URL or the hub: one with
 # a word below (`pretrained_window_sizes`, `hub_id`) or ending in one of `_ENDINGS`
 # (`weights_path`, `config_file`, `ckpt_url`; `drop_path_rate` stays allowed).
-_WORDS = frozenset({"pretrained", "checkpoint", "ckpt", "cache", "hub", "download", "url"})
+# "weights": torchvision's builders download them (`weights="DEFAULT"`, `weights_backbone`).
+_WORDS = frozenset(
+    {"pretrained", "checkpoint", "ckpt", "cache", "hub", "download", "url", "weights"}
+)
 _ENDINGS = frozenset({"path", "paths", "file", "files", "filename", "dir", "folder", "uri"})
 _NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 _MAX_KEYS = 32

@@ -82,10 +82,20 @@ class SwapSpec(_Strict):
         return self
 
 
+class SourceSpec(_Strict):
+    """Where the converted model came from (plan.ModelSource as data; recipes from 0.2 on)."""
+
+    kind: Literal["timm", "torchvision", "custom"]
+    name: _Name | None = None
+    class_path: Annotated[str, Field(alias="class", max_length=256, pattern=r"^[\w.<>]+$")]
+
+
 class PlanSpec(_Strict):
     """The recipe's plan (plan.Plan as data)."""
 
-    model: _Name = Field(min_length=1)
+    # A timm name (with a pretrained tag), "torchvision:NAME", or a custom model's class;
+    # never a "hf-hub:" or "local-dir:" source, which would read a config from elsewhere.
+    model: Annotated[str, Field(max_length=128, pattern=r"^(torchvision:)?[A-Za-z0-9_.+-]+$")]
     model_args: dict[str, Any]
     input_size: _Size
     stages: list[Annotated[int, Field(ge=0, le=8)]] = Field(max_length=16)
@@ -98,6 +108,7 @@ class PlanSpec(_Strict):
     params_total_after: _Count = 0  # derived from the swaps; accepted and recomputed
     macs_total_after: _Count = 0
     format_version: Literal[1] = 1
+    source: SourceSpec | None = None  # None before 0.2: a timm model named by `model`
 
     @field_validator("model_args", mode="after")
     @classmethod
