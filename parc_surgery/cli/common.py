@@ -128,7 +128,7 @@ def handle_errors(func: F) -> F:
     """Turn ParcSurgeryError into its message and exit code, without a traceback.
 
     ParcSurgeryWarnings raised by the library print as 'warning: ...' on stderr (not
-    with --quiet).
+    with --quiet); Ctrl-C exits 130.
     """
 
     @functools.wraps(func)
@@ -141,6 +141,10 @@ def handle_errors(func: F) -> F:
             except ParcSurgeryError as err:
                 print_error(err)
                 raise typer.Exit(err.exit_code) from None
+            except KeyboardInterrupt:
+                # Temporary files are already gone (files.atomic_output); say so, exit 130.
+                _stderr().print("interrupted: nothing was written", markup=False)
+                raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -218,3 +218,19 @@ def test_a_symlink_target_is_written_through(tmp_path):
 def test_a_missing_folder_is_named(tmp_path):
     with pytest.raises(OutputError, match="folder .* does not exist"):
         files.write_bytes(tmp_path / "no" / "such" / "x.bin", b"x")
+
+
+def test_ctrl_c_during_a_conversion_exits_130_and_writes_nothing(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from parc_surgery.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "write", interrupted)  # Ctrl-C while the checkpoint is written
+    out = tmp_path / "x.safetensors"
+    args = ["convert", "test_convnext", "--input-size", "64", "-o", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130 and "interrupted" in result.stderr
+    assert list(tmp_path.iterdir()) == []
