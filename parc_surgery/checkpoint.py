@@ -1,9 +1,22 @@
 """Checkpoints: safetensors weights plus the recipe that rebuilds the architecture.
 
-save() writes atomically (a temporary file in the target directory, then a rename), so a
-failure never leaves a partial file. load() rebuilds the model from the recipe (by its
-timm or torchvision name with random weights, or onto the base model the caller passes)
-with the same surgery, then loads weights strictly.
+save() writes the state_dict, the recipe and a sha256 of the tensors (metadata
+`tensors_sha256`) through files.write_bytes: atomic, never over another file without
+force, never over an input. load() trusts nothing in the file before it is checked:
+
+1. the header: a regular file, a header of sane size inside the file (a truncated file
+   fails here), a parc-surgery format;
+2. the recipe, validated by a strict schema (recipe.py) before anything is built;
+3. the architecture the recipe describes, built on the meta device (no memory, and
+   under a budget of modules and parameters derived from the file), whose state_dict
+   keys and shapes must equal the tensors the header lists;
+4. the tensors, whose sha256 must equal the one stored at save (a flipped byte fails);
+5. only then the real model: built by its timm or torchvision name with random weights
+   (or the unconverted base model the caller passes as `model=`, checked against the
+   recipe), the same surgery, and a strict weight load.
+
+Any mismatch is a CheckpointError (exit 6) saying what. A 0.1 checkpoint has no
+checksum: it loads with a warning.
 """
 
 from __future__ import annotations
@@ -12,87 +25,78 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import stat
+import struct
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from parc_surgery import __version__
-from parc_surgery.errors import CheckpointError, OutputError, WeightsError
+from parc_surgery import __version__, files
+from parc_surgery.errors import (
+    CheckpointError,
+    ParcSurgeryError,
+    ParcSurgeryWarning,
+)
 from parc_surgery.plan import Plan
+from parc_surgery.recipe import CHECKPOINT_FORMAT, validate_recipe
+from parc_surgery.weights import (
+    _preview,
+    compare_shapes,
+    file_sha256,
+    load_source_weights,
+    load_strict,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "TENSORS_SHA256_KEY",
+    "Header",
     "atomic_write",
     "check_output",
     "file_sha256",
     "load",
     "load_source_weights",
+    "read_header",
     "read_recipe",
     "save",
+    "tensors_sha256",
 ]
 
-CHECKPOINT_FORMAT = "parc-surgery/1"
+TENSORS_SHA256_KEY = "tensors_sha256"
+MAX_HEADER_BYTES = 64 << 20  # a timm model's header is well under 1 MiB
+_HINT_CORRUPT = "the file is corrupt, truncated or was edited: write it again with parc-convert"
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def check_output(
+    path: str | os.PathLike, *, force: bool = False, inputs: Iterable[Any] = ()
+) -> Path:
+    """files.check_output: fail early (exit 7) if `path` may not be written."""
+    return files.check_output(path, force=force, inputs=inputs)
 
 
-def check_output(path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Fail early (OutputError) if `path` exists without force or cannot be written."""
-    target = Path(path)
-    if target.is_dir():
-        raise OutputError(f"{target} is a directory", hint="give a file path to --output")
-    if target.exists() and not force:
-        raise OutputError(
-            f"{target} already exists", hint="pass --force to overwrite it, or choose --output"
-        )
-    directory = target.parent
-    if not directory.is_dir():
-        raise OutputError(
-            f"cannot write {target}: directory {directory} does not exist",
-            hint="create it first or choose another --output",
-        )
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise OutputError(
-            f"cannot write {target}: directory {directory} is not writable",
-            hint="check its permissions or choose another --output",
-        )
-    return target
-
-
-@contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, *, force: bool = False):
-    """Yield a temporary path beside `path`; rename it over `path` only on success."""
-    target = check_output(path, force=force)
-    directory = target.parent
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    except OSError as err:
-        raise OutputError(
-            f"cannot write to {directory}: {err.strerror}",
-            hint="check the directory's permissions or choose another --output",
-        ) from None
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        yield tmp_name
-        # After the writer: mkstemp's 0600 (which some writers recreate the file with)
-        # would surprise the user; give the file the mode an ordinary open() would.
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
+    """files.atomic_output under its 0.1 name: a temporary path, committed on success."""
+    return files.atomic_output(path, force=force)
+
+
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order.
+
+    Independent of the file layout, so save() computes it from the model's tensors and
+    load() from the tensors read back.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        data = tensor.cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        digest.update(memoryview(data))
+    return digest.hexdigest()
 
 
 def save(
@@ -104,12 +108,14 @@ def save(
     source_weights_sha256: str | None = None,
     seed: int | None = 0,
     training: dict[str, Any] | None = None,
+    inputs: Iterable[Any] = (),
 ) -> str:
     """Write the converted model and its recipe; returns the file's sha256.
 
-    `training` (from `parc-surgery finetune`) is stored as the recipe's training record.
+    `training` (from `parc-surgery finetune`) is stored as the recipe's training record;
+    `inputs` are files the caller read (the source weights): never overwritten.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save as serialise
 
     recipe = {
         "format": CHECKPOINT_FORMAT,
@@ -122,40 +128,88 @@ def save(
     if training is not None:
         recipe["training"] = training
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    metadata = {"format": CHECKPOINT_FORMAT, "recipe": json.dumps(recipe)}
-    with atomic_write(path, force=force) as tmp:
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-        except OSError as err:
-            raise OutputError(f"writing {path} failed: {err.strerror or err}") from None
-    return file_sha256(path)
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "recipe": json.dumps(recipe),
+        TENSORS_SHA256_KEY: tensors_sha256(tensors),
+    }
+    data = serialise(tensors, metadata=metadata)
+    files.write_bytes(path, data, force=force, inputs=inputs)
+    return hashlib.sha256(data).hexdigest()
 
 
-def read_recipe(path: str | os.PathLike) -> dict[str, Any]:
-    """The recipe stored in a parc-surgery checkpoint (CheckpointError if there is none)."""
-    from safetensors import SafetensorError, safe_open
+@dataclass(frozen=True)
+class Header:
+    """What a safetensors file says about itself, read without loading a tensor."""
 
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist or is not a file")
+    path: str
+    metadata: dict[str, str]
+    shapes: dict[str, tuple[int, ...]]
+
+    @property
+    def numel(self) -> int:
+        total = 0
+        for shape in self.shapes.values():
+            count = 1
+            for side in shape:
+                count *= side
+            total += count
+        return total
+
+
+def read_header(path: str | os.PathLike, *, error: type = CheckpointError) -> Header:
+    """The header of a safetensors file; `error` (exit 6) if it is not a sound one."""
+    from safetensors import safe_open
+
+    shown = os.fspath(path)
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"{path} is not a readable safetensors file ({err})",
-            hint="it may be truncated or corrupt: write it again with parc-convert",
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise error(f"{shown} does not exist", hint="check the path") from None
+    except OSError as err:
+        raise error(f"cannot read {shown}: {err.strerror}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{shown} is a directory, not a checkpoint", hint="give the file inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise error(f"{shown} is not a regular file", hint="give a .safetensors file")
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+    except OSError as err:
+        raise error(f"cannot read {shown}: {err.strerror}") from None
+    size = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+    if size < 2 or size > MAX_HEADER_BYTES or 8 + size > st.st_size:
+        raise error(
+            f"{shown} is not a readable safetensors file ({st.st_size} bytes; "
+            f"its header length field says {size})",
+            hint=_HINT_CORRUPT,
+        )
+    try:
+        with safe_open(shown, framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            shapes = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}  # noqa: SIM118
+    except Exception as err:  # safetensors raises SafetensorError, OSError, ValueError...
+        raise error(
+            f"{shown} is not a readable safetensors file ({' '.join(str(err).split())[:200]})",
+            hint=_HINT_CORRUPT,
         ) from None
+    return Header(shown, metadata, shapes)
+
+
+def _recipe_of(header: Header) -> tuple[dict[str, Any], Plan]:
+    metadata = header.metadata
     if metadata.get("format") != CHECKPOINT_FORMAT or "recipe" not in metadata:
         raise CheckpointError(
-            f"{path} is a safetensors file but not a parc-surgery checkpoint "
+            f"{header.path} is a safetensors file but not a parc-surgery checkpoint "
             "(no parc-surgery recipe in its metadata)",
             hint="load it with safetensors directly, or convert a model with parc-convert",
         )
-    try:
-        return json.loads(metadata["recipe"])
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{path}: its recipe is not valid JSON ({err})") from None
+    return validate_recipe(metadata["recipe"], header.path)
+
+
+def read_recipe(path: str | os.PathLike) -> dict[str, Any]:
+    """The validated recipe of a parc-surgery checkpoint (CheckpointError if there is none)."""
+    return _recipe_of(read_header(path))[0]
 
 
 def load(
@@ -166,7 +220,7 @@ def load(
     out_indices: tuple[int, ...] | None = None,
     map_location: str = "cpu",
 ) -> nn.Module:
-    """Rebuild a converted model from a parc-surgery checkpoint and load its weights.
+    """Rebuild a converted model from a parc-surgery checkpoint, checked step by step.
 
     The base model is built from the recipe (timm, or torchvision by name) unless given
     as `model` (needed for a custom nn.Module): it must be the unconverted architecture
@@ -174,32 +228,39 @@ def load(
     `features_only`, returns a feature extractor (`parc_surgery.backbone.features_only`)
     giving the maps at `out_indices`, with `feature_info`.
     """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    from parc_surgery.apply import apply_plan
-
-    recipe = read_recipe(path)
-    try:
-        plan = Plan.from_dict(recipe["plan"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{path}: its recipe is incomplete ({err})") from None
-    model = _model_for_recipe(plan, model, path)
-    apply_plan(model, plan, seed=None)
-    try:
-        state = load_file(str(path), device=map_location)
-    except (SafetensorError, OSError) as err:
-        raise CheckpointError(
-            f"{path}: the weights cannot be read ({err})",
-            hint="the file may be truncated: write it again with parc-convert",
-        ) from None
-    _load_strict(model, state, source=str(path), error=CheckpointError)
+    header = read_header(path)
+    _, plan = _recipe_of(header)
+    if model is None:
+        _base_name(plan, header.path)  # a custom model cannot be built: say so first
+        _check_architecture(plan, header)
+    state = _read_tensors(header, map_location)
+    _check_tensors(header, state)
+    model = _build(plan, header, device=None, base=model)
+    load_strict(model, state, source=header.path, error=CheckpointError)
     if features_only:
         from parc_surgery.backbone import features_only as backbone
 
         leaf = plan.rules.get("leaf", []) if isinstance(plan.rules, dict) else []
         return backbone(model, out_indices, input_size=plan.input_size, leaf_classes=leaf)
     return model
+
+
+def _base_name(plan: Plan, path) -> str:
+    """The name the recipe's base model is built by; UsageError for a custom model."""
+    from parc_surgery.errors import UsageError
+
+    source = plan.source
+    # plan.model is the name it was created by (0.1 recipes have no source); a source
+    # without a name (a custom class, a model object) cannot be rebuilt here.
+    name = plan.model if source is None or source.model_name is not None else None
+    if name is None:
+        raise UsageError(
+            f"{path} holds a converted {source.kind} model ({source.class_path}) that "
+            "parc-surgery cannot build by itself",
+            hint=f"build the unconverted {source.class_path.rpartition('.')[2]} in Python "
+            "and pass it: parc_surgery.load(path, model=...)",
+        )
+    return name
 
 
 def _model_for_recipe(plan: Plan, model: nn.Module | None, path) -> nn.Module:
@@ -210,15 +271,7 @@ def _model_for_recipe(plan: Plan, model: nn.Module | None, path) -> nn.Module:
 
     source = plan.source
     if model is None:
-        name = source.model_name if source is not None else plan.model
-        if name is None:
-            raise UsageError(
-                f"{path} holds a converted {source.kind} model ({source.class_path}) that "
-                "parc-surgery cannot build by itself",
-                hint=f"build the unconverted {source.class_path.rpartition('.')[2]} in Python "
-                "and pass it: parc_surgery.load(path, model=...)",
-            )
-        return create_model(name, plan.model_args)
+        return create_model(_base_name(plan, path), plan.model_args)
     if any(isinstance(m, ParC) for m in model.modules()):
         raise UsageError(
             f"the model passed to load {path} is already converted",
@@ -245,77 +298,129 @@ def _model_for_recipe(plan: Plan, model: nn.Module | None, path) -> nn.Module:
     return model
 
 
-def load_source_weights(model: nn.Module, path: str | os.PathLike) -> str:
-    """Load a local state_dict into the unconverted model strictly; returns its sha256.
+class _Budget:
+    """Refuse to build more modules or parameters than a checkpoint's tensors justify.
 
-    Accepts safetensors, or a torch file holding a state_dict directly or under
-    "state_dict" / "model" (a "module." prefix from DataParallel is removed).
+    Global registration hooks count what the recipe's model registers while it is built;
+    crossing the budget raises CheckpointError at once, so a recipe that asks for a
+    thousand stages stops after a few thousand modules, not after memory runs out.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist", hint="check the --weights path")
-    state = _read_state_dict(path)
-    if state and all(k.startswith("module.") for k in state):
-        state = {k[len("module.") :]: v for k, v in state.items()}
-    _load_strict(model, state, source=str(path), error=WeightsError)
-    return file_sha256(path)
 
+    def __init__(self, header: Header):
+        self.header = header
+        # The unconverted model may be larger than the converted one (ParC has fewer
+        # parameters than what it replaces), and modules without tensors exist.
+        self.numel_left = 4 * header.numel + 10_000_000
+        self.modules_left = 16 * len(header.shapes) + 1000
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    def _exceeded(self, what: str) -> CheckpointError:
+        return CheckpointError(
+            f"{self.header.path}: its recipe builds far more {what} than the "
+            f"{len(self.header.shapes)} tensors ({self.header.numel} values) in the file",
+            hint=_HINT_CORRUPT,
+        )
 
+    def _on_module(self, module, name, submodule):
+        self.modules_left -= 1
+        if self.modules_left < 0:
+            raise self._exceeded("modules")
+
+    def _on_parameter(self, module, name, param):
+        if param is not None:
+            self.numel_left -= param.numel()
+            if self.numel_left < 0:
+                raise self._exceeded("parameters")
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        from torch.nn.modules import module as torch_module
+
+        handles = [
+            torch_module.register_module_module_registration_hook(self._on_module),
+            torch_module.register_module_parameter_registration_hook(self._on_parameter),
+            torch_module.register_module_buffer_registration_hook(self._on_parameter),
+        ]
         try:
-            return load_file(str(path))
-        except (SafetensorError, OSError) as err:
-            raise WeightsError(f"{path} is not a readable safetensors file ({err})") from None
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def _build(
+    plan: Plan, header: Header, *, device: str | None, base: nn.Module | None = None
+) -> nn.Module:
+    """The recipe's model (on `device`, e.g. "meta"), within the header's budget; with
+    `base`, the caller's unconverted model, checked against the recipe and converted."""
+    from parc_surgery.apply import apply_plan
+    from parc_surgery.blocks.registry import get_replacement
+
+    if base is not None:
+        base = _model_for_recipe(plan, base, header.path)  # errors of the caller's model
+    cant = f"{header.path}: its recipe cannot be rebuilt"
+    budget = _Budget(header)
+    place = torch.device(device) if device else contextlib.nullcontext()
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file
-        raise WeightsError(
-            f"{path} could not be read as a torch or safetensors weights file "
-            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
-            hint="give a safetensors file or a torch file holding a state_dict",
+        with budget.watching(), place:
+            model = base if base is not None else _model_for_recipe(plan, None, header.path)
+            for swap in plan.swaps:
+                try:
+                    model.get_submodule(swap.path)
+                    get_replacement(swap.replacement)
+                except (AttributeError, KeyError) as err:
+                    raise CheckpointError(
+                        f"{cant}: {' '.join(str(err).split())[:200]}", hint=_HINT_CORRUPT
+                    ) from None
+            apply_plan(model, plan, seed=None)
+    except CheckpointError:
+        raise
+    except ParcSurgeryError as err:
+        raise CheckpointError(f"{cant}: {err.message}", hint=_HINT_CORRUPT) from None
+    return model
+
+
+def _check_architecture(plan: Plan, header: Header) -> None:
+    """The recipe's model, built on the meta device, has exactly the header's tensors."""
+    try:
+        meta = _build(plan, header, device="meta")
+    except ParcSurgeryError:
+        raise
+    except Exception:
+        return  # a module that cannot be built on meta: the real build keeps its budget
+    shapes = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    compare_shapes(shapes, header.shapes, source=header.path, error=CheckpointError)
+
+
+def _read_tensors(header: Header, map_location: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(header.path, device=map_location)
+    except Exception as err:  # SafetensorError, OSError, RuntimeError for a bad device
+        raise CheckpointError(
+            f"{header.path}: the weights cannot be read ({' '.join(str(err).split())[:200]})",
+            hint=_HINT_CORRUPT,
         ) from None
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(
-            f"{path} holds no state_dict (expected a dict of tensors, directly or under "
-            "'state_dict' or 'model')"
+
+
+def _check_tensors(header: Header, state: Mapping[str, torch.Tensor]) -> None:
+    stored = header.metadata.get(TENSORS_SHA256_KEY)
+    if stored is None:
+        warnings.warn(
+            f"{header.path} has no tensor checksum (written by parc-surgery 0.1): its "
+            "weights are loaded without checking them; save it again to add one",
+            ParcSurgeryWarning,
+            stacklevel=3,
         )
-    return obj
-
-
-def _load_strict(model: nn.Module, state: dict, *, source: str, error: type) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(
-        k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape)
-    )
-    if missing or unexpected or mismatched:
-        parts = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected)):
-            if keys:
-                parts.append(f"{len(keys)} {label} keys ({_preview(keys)})")
-        if mismatched:
-            shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in mismatched]
-            parts.append(f"{len(mismatched)} with other shapes ({_preview(shapes)})")
-        raise error(
-            f"{source} does not match the model: {'; '.join(parts)}",
-            hint="check that the file belongs to this model, its --model-arg values and rules",
+        return
+    found = tensors_sha256(state)
+    if found != stored:
+        raise CheckpointError(
+            f"{header.path}: its tensor data does not match the checksum stored when it was "
+            f"saved (sha256 {stored[:16]}... stored, {found[:16]}... found): bytes were "
+            "changed after it was written",
+            hint="the file is corrupt or was edited: fetch it again or convert the model again",
         )
-    model.load_state_dict(state, strict=True)
-
-
-def _preview(items: list[str], limit: int = 4) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... {len(items) - limit} more" if len(items) > limit else "")
 
 
 def _timm_version() -> str:

@@ -15,6 +15,7 @@ __all__ = [
     "NothingMatchedError",
     "OutputError",
     "ParcSurgeryError",
+    "ParcSurgeryWarning",
     "RulesError",
     "TraceError",
     "UsageError",
@@ -52,6 +53,10 @@ def _closed(text: str) -> str:
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
+class ParcSurgeryWarning(UserWarning):
+    """Something a user should know that does not stop the command (printed as 'warning:')."""
+
+
 class UsageError(ParcSurgeryError):
     """A bad argument: unknown model, stage the model lacks, bad input size."""
 
@@ -65,7 +70,7 @@ class RulesError(UsageError):
 
 
 class NothingMatchedError(ParcSurgeryError):
-    """A rule matched nothing and --strict was given."""
+    """Nothing to swap (without allow_empty), or a rule matched nothing with --strict."""
 
     exit_code = 3
 
@@ -77,7 +82,7 @@ class TraceError(ParcSurgeryError):
 
 
 class VerificationError(ParcSurgeryError):
-    """The converted model's shapes differ from the original's."""
+    """The converted model's shapes differ from the original's, or its outputs are not finite."""
 
     exit_code = 5
 
@@ -95,7 +100,7 @@ class WeightsError(CheckpointError):
 
 
 class OutputError(ParcSurgeryError):
-    """An output path that exists (without --force) or cannot be written."""
+    """An output path that exists (without --force), may not or cannot be written."""
 
     exit_code = 7
 
@@ -116,11 +121,12 @@ EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "internal error (a bug: please report it with the traceback)",
     2: "usage or rules error (bad argument, unknown model, bad YAML, unknown stage)",
-    3: "a rule matched nothing and --strict was given",
+    3: "nothing to swap (without --allow-empty), or a rule matched nothing with --strict",
     4: "the model could not be traced or shape-propagated",
-    5: "verification failed: converted shapes differ from the original's",
-    6: "checkpoint or weights file is corrupt, truncated, foreign or mismatched",
+    5: "verification failed: converted shapes differ, or --verify found non-finite outputs",
+    6: "checkpoint or weights file is corrupt, truncated, foreign, edited or mismatched",
     7: "output path exists (use --force) or cannot be written",
     8: "one or more batch jobs failed",
     9: "ONNX export failed or did not match PyTorch",
+    130: "interrupted (Ctrl-C); batch prints the summary of the jobs done so far",
 }

@@ -16,7 +16,8 @@ from typing import Any
 
 from torch import nn
 
-from parc_surgery.errors import UsageError, WeightsError
+from parc_surgery.errors import ParcSurgeryError, UsageError, WeightsError
+from parc_surgery.model_args import check_model_args
 from parc_surgery.plan import ModelSource
 
 __all__ = [
@@ -41,32 +42,44 @@ TORCHVISION_PREFIX = "torchvision:"
 def create_model(name: str, model_args: dict[str, Any] | None = None, *, pretrained=False):
     """A model by name (timm's, or "torchvision:NAME"), with user-facing errors for
     unknown names and bad kwargs. Random weights unless `pretrained` (needs network)."""
-    if name.startswith(TORCHVISION_PREFIX):
+    # The argument policy comes first: jobs files and recipes are untrusted input.
+    model_args = check_model_args(model_args)
+    if isinstance(name, str) and name.startswith(TORCHVISION_PREFIX):
         return _create_torchvision(name[len(TORCHVISION_PREFIX) :], model_args, pretrained)
     import timm
 
-    model_args = dict(model_args or {})
-    if not timm.is_model(name):  # also accepts a pretrained tag: "resnet50.a1_in1k"
-        close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    # is_model also accepts a pretrained tag ("resnet50.a1_in1k") and refuses the
+    # "hf-hub:" / "local-dir:" sources that would read a config from the hub or a folder.
+    if not isinstance(name, str) or not timm.is_model(name):
+        close = difflib.get_close_matches(str(name), timm.list_models(), n=5, cutoff=0.6)
         hint = f"did you mean: {', '.join(close)}?" if close else "see timm.list_models()"
         raise UsageError(f"unknown timm model {name!r}", hint=hint)
     try:
         return timm.create_model(name, pretrained=pretrained, **model_args)
-    except TypeError as err:
-        raise UsageError(
-            f"model {name!r} does not accept the arguments {model_args}: {err}",
-            hint="check the --model-arg names against the model's constructor",
-        ) from None
+    except ParcSurgeryError:
+        raise
     except Exception as err:
+        if model_args and (not pretrained or isinstance(err, TypeError)):
+            raise _constructor_error(name, model_args, err) from None
         if not pretrained:
             raise
         raise _fetch_error(name, err) from None
 
 
+def _constructor_error(name: str, model_args: dict[str, Any], err: Exception) -> UsageError:
+    """The constructor refused the user's arguments: a TypeError for an unknown keyword,
+    anything else (IndexError, AssertionError...) for a value it cannot use."""
+    detail = " ".join(str(err).split())[:300] or "no detail"
+    return UsageError(
+        f"model {name!r} cannot be built with the arguments {model_args} "
+        f"({type(err).__name__}: {detail})",
+        hint="check the --model-arg names and values against the model's constructor",
+    )
+
+
 def _create_torchvision(name: str, model_args: dict[str, Any] | None, pretrained: bool):
     import torchvision
 
-    model_args = dict(model_args or {})
     known = torchvision.models.list_models()
     if name not in known:
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
@@ -76,12 +89,9 @@ def _create_torchvision(name: str, model_args: dict[str, Any] | None, pretrained
         return torchvision.models.get_model(
             name, weights="DEFAULT" if pretrained else None, **model_args
         )
-    except TypeError as err:
-        raise UsageError(
-            f"torchvision model {name!r} does not accept the arguments {model_args}: {err}",
-            hint="check the --model-arg names against the model's builder",
-        ) from None
     except Exception as err:
+        if model_args and (not pretrained or isinstance(err, TypeError)):
+            raise _constructor_error(TORCHVISION_PREFIX + name, model_args, err) from None
         if not pretrained:
             raise
         raise _fetch_error(TORCHVISION_PREFIX + name, err) from None

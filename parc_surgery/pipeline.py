@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from parc_surgery.apply import OutputComparison, Verification
-from parc_surgery.errors import NothingMatchedError, UsageError
+from parc_surgery.errors import NothingMatchedError, UsageError, VerificationError
 from parc_surgery.models import create_model, eval_mode, input_channels, model_name_of, source_of
 from parc_surgery.plan import ModelSource, Plan
 
@@ -167,6 +167,7 @@ def convert(
     force: bool = False,
     seed: int | None = 0,
     check_outputs: bool = False,
+    allow_empty: bool = False,
     on_step: StepCallback = _no_step,
     on_plan: Callable[[PlannedConversion], None] | None = None,
     **plan_kwargs: Any,
@@ -175,16 +176,28 @@ def convert(
 
     A model object is converted in place (the result's `model` is the same object).
     check_outputs also runs the original and the converted model on one seeded batch
-    (see compare_outputs); that needs a copy of the original, so it costs memory.
+    (see compare_outputs); that needs a copy of the original, so it costs memory, and
+    fails (VerificationError) when the converted outputs are not finite. A plan with
+    nothing to swap raises NothingMatchedError (exit 3) and writes nothing, unless
+    `allow_empty`.
     """
     from parc_surgery.apply import apply_plan, verify
     from parc_surgery.checkpoint import check_output, save
 
+    inputs = [plan_kwargs.get("weights"), plan_kwargs.get("rules")]
     if output:
-        check_output(output, force=force)  # fail before the slow part, not after
+        check_output(output, force=force, inputs=inputs)  # fail before the slow part
     planned = plan_conversion(model, on_step=on_step, **plan_kwargs)
     if on_plan is not None:
         on_plan(planned)  # shown before anything changes
+    if not planned.plan.swaps and not allow_empty:
+        raise NothingMatchedError(
+            f"nothing to swap: no rule selected a block of {planned.plan.model} in stages "
+            f"{', '.join(map(str, planned.plan.stages)) or '(none)'}, so the result would be "
+            "the unconverted model" + ("; nothing was written" if output else ""),
+            hint="choose other --stages or --rules (parc-surgery inspect shows what each "
+            "shipped rule selects), or pass --allow-empty to write it anyway",
+        )
     original = copy.deepcopy(planned.model) if check_outputs else None
     on_step("apply")
     converted = apply_plan(planned.model, planned.plan, seed=seed)
@@ -212,6 +225,7 @@ def convert(
             force=force,
             source_weights_sha256=planned.weights_sha256,
             seed=seed,
+            inputs=inputs,
         )
     return result
 
@@ -224,6 +238,7 @@ def parcify_(
     input_size: tuple[int, int] | None = None,
     filter_fn: FilterFn | None = None,
     seed: int | None = 0,
+    allow_empty: bool = False,
 ) -> Plan:
     """Convert `model` (timm, torchvision or your own nn.Module) to ParC in place.
 
@@ -231,7 +246,8 @@ def parcify_(
     the block classes it contains. `filter_fn(module, path) -> bool` narrows what the
     rules select. Returns the Plan it applied (save it with the model: `save(model, plan,
     path)`). The training flags are kept; the converted model is verified by re-tracing
-    (VerificationError if a shape changed, which leaves the model converted).
+    (VerificationError if a shape changed, which leaves the model converted). When the
+    rules select nothing it raises NothingMatchedError, unless `allow_empty`.
     """
     if not isinstance(model, nn.Module):
         raise UsageError(
@@ -239,7 +255,13 @@ def parcify_(
             hint="for a model name use convert(name) or plan_conversion(name)",
         )
     conversion = convert(
-        model, rules=rules, stages=stages, input_size=input_size, filter_fn=filter_fn, seed=seed
+        model,
+        rules=rules,
+        stages=stages,
+        input_size=input_size,
+        filter_fn=filter_fn,
+        seed=seed,
+        allow_empty=allow_empty,
     )
     return conversion.plan
 
@@ -247,7 +269,11 @@ def parcify_(
 def compare_outputs(
     original: nn.Module, converted: nn.Module, input_size, seed: int = 0
 ) -> OutputComparison:
-    """Run both models in eval mode on one seeded batch: shapes, finiteness, cosine."""
+    """Run both models in eval mode on one seeded batch: shapes, finiteness, cosine.
+
+    The batch has the model's own input channels. Non-finite converted outputs raise
+    VerificationError (exit 5): such a checkpoint is never written.
+    """
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(2, input_channels(original), *input_size, generator=generator)
     ref = next(iter(converted.parameters()), None)
@@ -256,10 +282,20 @@ def compare_outputs(
     with torch.no_grad(), eval_mode(original), eval_mode(converted):
         a = original(x)
         b = converted(x)
+    finite = bool(torch.isfinite(b).all())
+    if not finite:
+        bad = int((~torch.isfinite(b)).sum())
+        raise VerificationError(
+            f"the converted model's outputs on a seeded batch are not finite ({bad} of "
+            f"{b.numel()} values are NaN or infinite"
+            + ("; the original's are too)" if not bool(torch.isfinite(a).all()) else ")"),
+            hint="check the source weights and the rules' options (init, kernel_size); "
+            "nothing was written",
+        )
     cosine = torch.nn.functional.cosine_similarity(a.flatten(1), b.flatten(1)).mean().item()
     return OutputComparison(
         output_shape_original=list(a.shape),
         output_shape_converted=list(b.shape),
-        finite=bool(torch.isfinite(b).all()),
+        finite=finite,
         cosine_similarity=round(cosine, 6),
     )

@@ -67,13 +67,31 @@ def test_failed_save_leaves_no_file_behind(converted, tmp_path, monkeypatch):
     import safetensors.torch
 
     def explode(*args, **kwargs):
-        with open(args[1], "wb") as handle:
-            handle.write(b"half")  # a partial write, then a crash
-        raise RuntimeError("disk on fire")
+        raise RuntimeError("serialiser on fire")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", explode)
+    monkeypatch.setattr(safetensors.torch, "save", explode)
     with pytest.raises(RuntimeError):
         save(result.model, result.plan, tmp_path / "out.safetensors")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_full_disk_is_exit_7_and_leaves_no_file(converted, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    result, _ = converted
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        if len(data) > 4096:
+            real_write(fd, bytes(data[:4096]))  # a partial write, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(OutputError) as info:
+        save(result.model, result.plan, tmp_path / "out.safetensors")
+    assert info.value.exit_code == 7
+    assert "out.safetensors" in info.value.message and "ENOSPC" in info.value.message
     assert list(tmp_path.iterdir()) == []
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from parc_surgery.checkpoint import atomic_write, check_output
 from parc_surgery.errors import ExportError
 from parc_surgery.extras import require_extra
-from parc_surgery.models import eval_mode
+from parc_surgery.models import eval_mode, input_channels
 from parc_surgery.ops import ParC, forced_impl, resample_kernel
 
 __all__ = ["EXPORT_IMPLS", "EXPORT_OPSET", "baked_for_size", "export_onnx", "onnx_op_types"]
@@ -69,7 +69,7 @@ def baked_for_size(model: nn.Module, input_size: tuple[int, int]) -> nn.Module:
     hooks = [m.register_forward_pre_hook(record) for m in baked.modules() if isinstance(m, ParC)]
     try:
         with torch.no_grad():
-            baked(torch.zeros(1, 3, *input_size))
+            baked(torch.zeros(1, input_channels(model), *input_size))
     finally:
         for hook in hooks:
             hook.remove()
@@ -92,7 +92,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def _trace_to_file(model: nn.Module, path: str, input_size: tuple[int, int], opset: int) -> None:
-    x = torch.zeros(1, 3, *input_size)
+    x = torch.zeros(1, input_channels(model), *input_size)
     with warnings.catch_warnings():
         # The tracer warns about every Python-int shape it records and the legacy
         # exporter about its deprecation; both are expected here and only confuse users.
@@ -120,7 +120,7 @@ def _check_with_onnxruntime(
     import onnxruntime
 
     generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(_CHECK_BATCH, 3, *input_size, generator=generator)
+    x = torch.randn(_CHECK_BATCH, input_channels(model), *input_size, generator=generator)
     with torch.inference_mode():
         reference = model(x)
     options = onnxruntime.SessionOptions()

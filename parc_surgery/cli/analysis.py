@@ -96,7 +96,7 @@ def erf_command(
     random_original: RandomOriginalOpt = False,
     model_arg: ModelArgsOpt = None,
     out: Annotated[
-        Path | None,
+        str | None,
         typer.Option("--out", "-o", help="PNG to write. Default: <model>-erf.png."),
     ] = None,
     force: ForceOpt = False,
@@ -147,8 +147,9 @@ def erf_command(
     )
     ui = Output(quiet=quiet, fmt=fmt)
     stem = Path(model).stem if from_checkpoint else file_stem(model)
-    target = out if out is not None else Path(f"{stem}-erf.png")
-    check_output(target, force=force)  # fail before the slow part, not after
+    target = out if out is not None else f"{stem}-erf.png"
+    inputs = [weights, original_weights] + ([model] if from_checkpoint else [])
+    check_output(target, force=force, inputs=inputs)  # fail before the slow part, not after
     if from_checkpoint:
         from parc_surgery.cli.cam import checkpoint_pair_for
 
@@ -270,7 +271,7 @@ def bench_command(
         ("--batch", batch, 1),
         ("--runs", runs, 1),
         ("--warmup", warmup, 0),
-        ("--threads", threads or 1, 1),
+        ("--threads", 1 if threads is None else threads, 1),
     ):
         if value < least:
             raise UsageError(f"{name} must be at least {least}, got {value}")
@@ -299,7 +300,7 @@ def bench_command(
 @handle_errors
 def export_command(
     checkpoint: CheckpointArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="ONNX file to write.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="ONNX file to write.")],
     input_size: Annotated[
         str | None,
         typer.Option(
@@ -329,7 +330,7 @@ def export_command(
     fmt = DataFormat(fmt).value
     impl = ExportImpl(impl).value
     ui = Output(quiet=quiet, fmt=fmt)
-    check_output(out, force=force)  # fail before the slow part, not after
+    check_output(out, force=force, inputs=[checkpoint])  # fail before the slow part
     recipe = read_recipe(checkpoint)
     size = parse_size(input_size) or tuple(recipe["plan"]["input_size"])
     with ui.steps(f"exporting {checkpoint.name}") as on_step:

@@ -10,8 +10,9 @@ from rich.table import Table
 
 from parc_surgery.cli import app
 from parc_surgery.cli.common import EXIT_CODE_HELP, Output, handle_errors
-from parc_surgery.cli.options import DataFormat, ForceOpt, FormatOpt, QuietOpt
+from parc_surgery.cli.options import AllowOutsideOpt, DataFormat, ForceOpt, FormatOpt, QuietOpt
 from parc_surgery.errors import BatchError
+from parc_surgery.files import os_error
 from parc_surgery.report import dumps, human_count
 
 
@@ -21,29 +22,64 @@ def batch_command(
     jobs: Annotated[Path, typer.Argument(help="YAML file with a `jobs:` list.")],
     output_dir: Annotated[
         Path | None,
-        typer.Option("--output-dir", help="Folder for outputs (default: beside the jobs file)."),
+        typer.Option(
+            "--output-dir",
+            help="Folder for outputs (default: beside the jobs file); jobs cannot write "
+            "outside it.",
+        ),
     ] = None,
+    allow_outside: AllowOutsideOpt = False,
     force: ForceOpt = False,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
-    """Run conversion jobs in order; a failed job does not stop the others (exit 8)."""
-    from parc_surgery.batch import run_batch
+    """Run conversion jobs in order; a failed job does not stop the others (exit 8).
+
+    Ctrl-C stops after printing the summary of the jobs done so far (exit 130).
+    """
+    from parc_surgery.batch import BatchInterrupted, run_batch
 
     fmt = DataFormat(fmt).value
     ui = Output(quiet=quiet, fmt=fmt)
     if output_dir is not None:
-        output_dir.mkdir(parents=True, exist_ok=True)
-    results = run_batch(
-        jobs,
-        output_dir=output_dir,
-        force=force,
-        on_job=lambda number, name: ui.info(f"[{number + 1}] converting {name}"),
-    )
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise os_error(output_dir, err, doing="create") from None
+    try:
+        results = run_batch(
+            jobs,
+            output_dir=output_dir,
+            force=force,
+            allow_outside=allow_outside,
+            on_job=lambda number, name: ui.info(f"[{number + 1}] converting {name}"),
+        )
+    except BatchInterrupted as stop:
+        _report(ui, fmt, stop.results, interrupted=True, skipped=stop.skipped)
+        ui.err.print(
+            f"interrupted: {len(stop.results) - 1} jobs finished, 1 stopped, "
+            f"{stop.skipped} not started; no partial file was left",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(130) from None
+    failed = _report(ui, fmt, results, interrupted=False, skipped=0)
+    if failed:
+        raise BatchError(f"{len(failed)} of {len(results)} jobs failed")
+
+
+def _report(ui: Output, fmt: str, results, *, interrupted: bool, skipped: int) -> list:
+    """The summary (table or JSON) on stdout, one error line per failed job on stderr."""
     failed = [r for r in results if not r.ok]
     if fmt == "json":
-        ui.json(dumps({"jobs": [r.to_dict() for r in results], "failed": len(failed)}))
-    elif not quiet:
+        report = {
+            "jobs": [r.to_dict() for r in results],
+            "failed": len(failed),
+            "interrupted": interrupted,
+            "skipped": skipped,
+        }
+        ui.json(dumps(report))
+    elif not ui.quiet:
         ui.out.print(_summary(results))
     for result in failed:
         ui.err.print(
@@ -52,8 +88,7 @@ def batch_command(
             soft_wrap=True,
             markup=False,
         )
-    if failed:
-        raise BatchError(f"{len(failed)} of {len(results)} jobs failed")
+    return failed
 
 
 def _summary(results) -> Table:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-import yaml
 from rich.console import Console
 
-from parc_surgery.errors import EXIT_CODES, ParcSurgeryError, UsageError
+from parc_surgery.errors import EXIT_CODES, ParcSurgeryError, ParcSurgeryWarning, UsageError
 
 __all__ = [
     "EXIT_CODE_HELP",
@@ -100,22 +100,51 @@ class _LiveSteps:
 
 
 def print_error(err: ParcSurgeryError) -> None:
-    no_color = bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
-    Console(file=sys.stderr, no_color=no_color, highlight=False, soft_wrap=True).print(
-        f"error: {err.message}", style=None if no_color else "red", markup=False
-    )
+    _stderr().print(f"error: {err.message}", style=None if _plain() else "red", markup=False)
+
+
+def _plain() -> bool:
+    return bool(os.environ.get("NO_COLOR")) or not sys.stderr.isatty()
+
+
+def _stderr() -> Console:
+    return Console(file=sys.stderr, no_color=_plain(), highlight=False, soft_wrap=True)
+
+
+def _show_warning(quiet: bool, default: Callable[..., None]) -> Callable[..., None]:
+    """warnings.showwarning that prints ParcSurgeryWarnings as 'warning: ...' lines."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if not issubclass(category, ParcSurgeryWarning):
+            default(message, category, filename, lineno, file, line)
+        elif not quiet:
+            style = None if _plain() else "yellow"
+            _stderr().print(f"warning: {message}", style=style, markup=False)
+
+    return show
 
 
 def handle_errors(func: F) -> F:
-    """Turn ParcSurgeryError into its message and exit code, without a traceback."""
+    """Turn ParcSurgeryError into its message and exit code, without a traceback.
+
+    ParcSurgeryWarnings raised by the library print as 'warning: ...' on stderr (not
+    with --quiet); Ctrl-C exits 130.
+    """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ParcSurgeryError as err:
-            print_error(err)
-            raise typer.Exit(err.exit_code) from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ParcSurgeryWarning)
+            warnings.showwarning = _show_warning(bool(kwargs.get("quiet")), warnings.showwarning)
+            try:
+                return func(*args, **kwargs)
+            except ParcSurgeryError as err:
+                print_error(err)
+                raise typer.Exit(err.exit_code) from None
+            except KeyboardInterrupt:
+                # Temporary files are already gone (files.atomic_output); say so, exit 130.
+                _stderr().print("interrupted: nothing was written", markup=False)
+                raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -146,7 +175,14 @@ def parse_size(text: str | None) -> tuple[int, int] | None:
 
 
 def parse_model_args(items: list[str] | None) -> dict[str, Any]:
-    """['dims=[48,96]', 'drop_rate=0.1'] -> {'dims': [48, 96], 'drop_rate': 0.1}."""
+    """['dims=[48,96]', 'drop_rate=0.1'] -> {'dims': [48, 96], 'drop_rate': 0.1}.
+
+    VALUE is read by the one safe YAML loader; the result passes the model-argument
+    policy (model_args.check_model_args): no keyword that loads files or reaches the network.
+    """
+    from parc_surgery.model_args import check_model_args
+    from parc_surgery.rules.yaml_source import parse_yaml
+
     args: dict[str, Any] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -156,11 +192,13 @@ def parse_model_args(items: list[str] | None) -> dict[str, Any]:
                 hint="write e.g. --model-arg dims=[48,96,192,384] (VALUE is parsed as YAML)",
             )
         try:
-            parsed = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise UsageError(f"--model-arg {item!r}: VALUE is not valid YAML") from None
+            parsed, _ = parse_yaml(value, f"--model-arg {key.strip()}")
+        except ParcSurgeryError as err:
+            raise UsageError(
+                f"--model-arg {item!r}: VALUE is not valid YAML ({err.what})"
+            ) from None
         args[key.strip()] = tuple(parsed) if isinstance(parsed, list) else parsed
-    return args
+    return check_model_args(args, where="--model-arg")
 
 
 def conversion_kwargs(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from parc_surgery.cli.common import Output, conversion_kwargs, handle_errors
 from parc_surgery.cli.options import (
+    AllowEmptyOpt,
     ForceOpt,
     InputSizeOpt,
     ModelArg,
@@ -40,7 +40,7 @@ def convert_command(
     ] = False,
     fmt: PlanFormatOpt = PlanFormat.table,
     output: Annotated[
-        Path | None,
+        str | None,  # not Path: a trailing '/' (a directory) must reach the check
         typer.Option("--output", "-o", help="Checkpoint path. Default: <model>-parc.safetensors."),
     ] = None,
     force: ForceOpt = False,
@@ -49,6 +49,7 @@ def convert_command(
         bool, typer.Option("--pretrained", help="Load timm's pretrained weights (needs network).")
     ] = False,
     strict: StrictOpt = False,
+    allow_empty: AllowEmptyOpt = False,
     verify: Annotated[
         bool,
         typer.Option(
@@ -58,7 +59,7 @@ def convert_command(
         ),
     ] = False,
     export_onnx: Annotated[
-        Path | None, typer.Option("--export-onnx", help="Also export the converted model to ONNX.")
+        str | None, typer.Option("--export-onnx", help="Also export the converted model to ONNX.")
     ] = None,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
@@ -86,7 +87,11 @@ def convert_command(
             ui.json(planned.plan.to_json())
         return
 
-    target = str(output) if output else f"{file_stem(model)}-parc.safetensors"
+    target = output if output else f"{file_stem(model)}-parc.safetensors"
+    if export_onnx:
+        from parc_surgery.checkpoint import check_output
+
+        check_output(export_onnx, force=force, inputs=[weights, target])
     with ui.steps(f"converting {model}") as on_step:
         result = convert(
             model,
@@ -94,6 +99,7 @@ def convert_command(
             force=force,
             seed=seed,
             check_outputs=verify,
+            allow_empty=allow_empty,
             on_step=on_step,
             on_plan=lambda planned: _report_plan(ui, planned, rules_given=rules is not None),
             **kwargs,
@@ -116,9 +122,11 @@ def convert_command(
     outputs = checked.outputs
     if outputs:
         ui.info(
-            f"outputs on a seeded batch: finite={outputs.finite}, cosine similarity to "
-            f"the original {outputs.cosine_similarity:.4f} (ParC changes the function "
-            "until fine-tuned)"
+            f"outputs on a seeded batch: finite, cosine similarity to the original "
+            f"{outputs.cosine_similarity:.4f}. ParC changes the function until fine-tuned; "
+            "a similarity near 1 can also mean the swapped residual branches start at zero "
+            "(timm zero-initialises their last norm, e.g. zero_init_last), so they add "
+            "nothing yet: it does not show the new layers are right"
         )
     onnx = checked.onnx
     if onnx:

@@ -39,7 +39,7 @@ def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[st
     """Stages, containers and what each shipped config would select in model `name`."""
     from parc_surgery.graph import analyze, container_blocks
     from parc_surgery.models import create_model
-    from parc_surgery.rules import load_rules, match, shipped_configs
+    from parc_surgery.rules import default_rules_for, load_rules, match, shipped_configs
 
     model = create_model(name, model_args).eval()
     graph = analyze(model, input_size=input_size)
@@ -70,6 +70,8 @@ def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[st
         "input_size": list(graph.input_size),
         "stages": stages,
         "no_spatial_reason": graph.no_spatial_reason,
+        # The same call, with the same model, as convert's: both pick the same rules.
+        "default_rules": default_rules_for(name, model),
         "shipped_rules": shipped,
     }
 
@@ -84,8 +86,6 @@ def inspect_command(
     quiet: QuietOpt = False,
 ) -> None:
     """Show a model's stages and block containers, and what each shipped rule would match."""
-    from parc_surgery.rules import default_rules_for
-
     fmt = DataFormat(fmt).value
     ui = Output(quiet=quiet, fmt=fmt)
     overview = model_overview(model, parse_model_args(model_arg), parse_size(input_size))
@@ -115,7 +115,7 @@ def inspect_command(
                 ", ".join(container.get("types", [])),
             )
     ui.out.print(table)
-    chosen = default_rules_for(model)
+    chosen = overview["default_rules"]
     rules_table = Table(title="shipped rules (default stages)", title_justify="left")
     for column in ("rules", "stages", "would replace"):
         rules_table.add_column(column)

@@ -20,6 +20,8 @@ __all__ = [
     "ExportImpl",
     "ExportImplOpt",
     "Impl",
+    "AllowEmptyOpt",
+    "AllowOutsideOpt",
     "CheckpointArg",
     "DataFormat",
     "FormatOpt",
@@ -177,4 +179,19 @@ ArchOpt = Annotated[
 ]
 OutputFileOpt = Annotated[
     Path, typer.Option("--output", "-o", help="File to write.", show_default=False)
+]
+AllowEmptyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-empty",
+        help="Write the checkpoint even when no rule selects anything (otherwise exit 3).",
+    ),
+]
+AllowOutsideOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside",
+        help="Let jobs write outside --output-dir and read rules / weights outside the "
+        "jobs file's folder (absolute paths, '..', symlinks). Off: such a job fails.",
+    ),
 ]

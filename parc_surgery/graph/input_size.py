@@ -9,7 +9,17 @@ from torch import nn
 from parc_surgery.errors import UsageError
 from parc_surgery.models import DEFAULT_INPUT_SIZE, input_size_of
 
-__all__ = ["DEFAULT_INPUT_SIZE", "default_input_size", "parse_input_size", "resolve_input_size"]
+__all__ = [
+    "DEFAULT_INPUT_SIZE",
+    "MAX_INPUT_SIZE",
+    "default_input_size",
+    "parse_input_size",
+    "resolve_input_size",
+]
+
+# A side no classification backbone is converted at; the shape probes allocate input-sized
+# tensors, so a jobs file's `input_size: 100000` must not reach them (120 GB).
+MAX_INPUT_SIZE = 4096
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?$")
 
@@ -26,6 +36,12 @@ def parse_input_size(text: str) -> tuple[int, int]:
     w = int(found.group(2)) if found.group(2) is not None else h
     if h < 1 or w < 1:
         raise UsageError(f"input size {text!r} must be positive")
+    if max(h, w) > MAX_INPUT_SIZE:
+        raise UsageError(
+            f"input size {text!r} is larger than {MAX_INPUT_SIZE} on a side",
+            hint="convert at the size the model is trained at; ParC resamples its kernels "
+            "when it runs at another size",
+        )
     return h, w
 
 

@@ -82,8 +82,10 @@ def build_stages(
 ) -> dict[int, StageInfo]:
     """StageInfo per stage >= 1 that has a block container.
 
-    A model without any block container falls back to the stages of its spatial
-    composite modules (modules with children), with no containers listed.
+    A model without any block container (VGG: one Sequential of convs, ReLUs and pools)
+    falls back to the stages of its spatial modules that are composite (have children)
+    or sit in a container, with no containers listed; a lone conv outside any container
+    (a ViT's patch embedding) makes no stage.
     """
     grouped: dict[int, list[tuple[str, int]]] = {}
     last_block: dict[int, ModuleInfo] = {}
@@ -96,9 +98,9 @@ def build_stages(
         if ran:
             last_block[stage] = ran[-1]
     if not grouped:
-        # No block containers: stages are those of spatial modules that have children.
         for info in modules.values():
-            if info.path in composite and info.stage is not None and info.stage >= 1:
+            structural = info.path in composite or info.container is not None
+            if structural and info.stage is not None and info.stage >= 1:
                 last_block[info.stage] = info
                 grouped.setdefault(info.stage, [])
     stages = {}

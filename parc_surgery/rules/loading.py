@@ -12,14 +12,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from torch import nn
 
 from parc_surgery.errors import RulesError
 from parc_surgery.options import SwapOptions, layered
 from parc_surgery.rules.schema import RuleFileSpec, RuleSpec
 from parc_surgery.rules.validation import validate_rules
-from parc_surgery.rules.yaml_source import Positions, parse_yaml
+from parc_surgery.rules.yaml_source import Positions, parse_yaml, read_yaml_file
 
 __all__ = [
     "BUILTIN_DEFAULTS",
@@ -76,6 +75,10 @@ def parse_rules(text: str, source: str = "<rules>", label: str | None = None) ->
     """A RuleSet from YAML text; `label` names it in messages (default: `source`)."""
     label = label or source
     data, positions = parse_yaml(text, label)
+    return _ruleset(data, positions, source=source, label=label)
+
+
+def _ruleset(data: Any, positions: Positions, *, source: str, label: str) -> RuleSet:
     spec = validate_rules(data, positions)
     lines = [positions.line_of(("rules", i)) for i in range(len(spec.rules))]
     return RuleSet(spec=spec, source=source, label=label, rule_lines=lines, positions=positions)
@@ -90,8 +93,8 @@ def shipped_configs() -> dict[str, tuple[Path, str]]:
     found = {}
     for path in sorted(_configs_dir().glob("*.yaml")):
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError:
+            data, _ = read_yaml_file(path)
+        except RulesError:
             data = {}
         description = data.get("description") if isinstance(data, dict) else None
         lines = str(description or "").strip().splitlines()
@@ -103,22 +106,19 @@ def load_rules(path_or_name: str | Path) -> RuleSet:
     """A rules file by path, or a shipped config by name ("resnet50")."""
     path = Path(path_or_name)
     shipped = shipped_configs()
-    if path.is_file():
-        source, label = str(path_or_name), str(path_or_name)
-    elif str(path_or_name) in shipped:
+    if str(path_or_name) in shipped and not path.is_file():
         path = shipped[str(path_or_name)][0]
         source, label = f"shipped:{path_or_name}", path.name
+    elif path.exists():  # read_yaml_file names a directory or a device as such
+        source, label = str(path_or_name), str(path_or_name)
     else:
-        what = "is a directory" if path.is_dir() else "does not exist"
         raise RulesError(
-            f"rules file {str(path_or_name)!r} {what}",
+            f"rules file {str(path_or_name)!r} does not exist",
             hint=f"Give a YAML file or a shipped config: {', '.join(shipped)}",
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RulesError(f"cannot read rules file {label!r}: {exc}") from None
-    return parse_rules(text, source=source, label=label)
+    data, positions = read_yaml_file(path)
+    positions.source = label
+    return _ruleset(data, positions, source=source, label=label)
 
 
 # Block classes that identify a family in a model object, by module and class name.

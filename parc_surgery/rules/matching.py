@@ -20,6 +20,7 @@ from parc_surgery.graph.model_graph import ModelGraph, ModuleInfo
 from parc_surgery.options import SwapOptions
 from parc_surgery.rules.loading import RuleSet
 from parc_surgery.rules.schema import MatchSpec
+from parc_surgery.rules.validation import kernel_misfit
 
 __all__ = ["FilterFn", "Match", "MatchResult", "choose_stages", "is_depthwise_conv", "match"]
 
@@ -244,6 +245,13 @@ def _make_match(ruleset: RuleSet, i: int, info: ModuleInfo, first: bool) -> Matc
     options = ruleset.options_for(i)
     if options.pe == "first_in_container":
         options = ruleset.options_for(i, pe=first)
+    misfit = kernel_misfit(options.kernel_size, info.feature_size)
+    if misfit:
+        raise RulesError(
+            f"{ruleset.rule_label(i)} selects {info.path}, but its {misfit}",
+            hint="Drop kernel_size (the default is the feature map's size), give at most "
+            "the map's size, or convert at a larger --input-size",
+        )
     return Match(
         path=info.path,
         rule=ruleset.rule_label(i),

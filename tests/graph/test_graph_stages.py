@@ -131,3 +131,17 @@ def test_non_square_input():
 )
 def test_stage_of_stride(stride, stage):
     assert stage_of_stride(stride) == stage
+
+
+def test_vgg_stages_follow_its_pools_like_timms_feature_info():
+    model, graph = analyzed("vgg11", (64, 64))
+    reductions = {f["reduction"] for f in model.feature_info if f["reduction"] >= 4}
+    assert {graph.stages[s].stride for s in graph.stages} == reductions == {4, 8, 16, 32}
+    assert graph.stages[1].channels == 256 and graph.stages[1].feature_size == (16, 16)
+    assert graph.stages[4].feature_size == (2, 2)
+    assert all(stage.containers == [] for stage in graph.stages.values())  # no block stacks
+
+
+def test_a_lone_patch_embedding_conv_makes_no_stage():
+    _, graph = analyzed("vit_tiny_patch16_224")
+    assert graph.stages == {} and "no spatial stages" in graph.no_spatial_reason

@@ -176,14 +176,14 @@ def test_first_in_container_and_pe_policy():
     defaults: {pe: first_in_container, impl: fft}
     rules:
       - match: {module: Bottleneck, fraction: 0.5}
-        replace: {with: parc_bottleneck, kernel_size: 5}
+        replace: {with: parc_bottleneck, kernel_size: 2}  # at most the 2x2 map of stage 4
     """
     result = run(text)
     firsts = {m.path: m.first_in_container for m in result.matches}
     assert firsts == {"layer3.3": True, "layer3.4": False, "layer3.5": False, "layer4.2": True}
     assert [m.options.pe for m in result.matches] == [True, False, False, True]
     match0 = result.matches[0]
-    assert match0.options == SwapOptions(impl="fft", pe=True, init="paper", kernel_size=5)
+    assert match0.options == SwapOptions(impl="fft", pe=True, init="paper", kernel_size=2)
     assert match0.location == "test.yaml:5" and match0.rule == "rule 1 (test.yaml:5)"
     assert match0.info.container == "layer3" and match0.level == "block"
 
