@@ -19,7 +19,16 @@ __all__ = ["PARC_LEAF_CLASSES", "apply_plan", "verify"]
 
 # Modules parc-surgery installs: traced as leaves, since their forward branches on the
 # runtime feature size (kernel resampling) which symbolic tracing cannot follow.
-PARC_LEAF_CLASSES = ("ParC", "ParCPair", "ParCMobileVitBlock")
+PARC_LEAF_CLASSES = (
+    "ParC",
+    "ParCPair",
+    "ParCMobileVitBlock",
+    "ParCSpatialMixer",
+    "ParCViTBlock",
+    "ParCSwinBlock",
+    "ParCMapBlock",
+    "ParCMobileVitV2Block",
+)
 
 
 def apply_plan(model: nn.Module, plan: Plan, *, seed: int | None = 0) -> nn.Module:

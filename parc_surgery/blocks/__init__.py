@@ -1,11 +1,26 @@
 """Replacement blocks: the registry and one builder file per block family.
 
-Importing this package registers every built-in replacement:
-parc_bottleneck, parc_inverted_residual, parc_convnext, parc_mobilevit, parc_dwconv.
+Importing this package registers every built-in replacement: parc_bottleneck (ResNet
+Bottleneck / BasicBlock), parc_regnet, parc_inverted_residual, parc_convnext,
+parc_mobilevit, parc_dwconv, and the attention replacements parc_vit, parc_swin,
+parc_efficientformer, parc_mobilevitv2.
 """
 
-from . import bottleneck, convnext, dwconv, inverted_residual, mobilevit  # noqa: F401  (register)
+from . import (  # noqa: F401  (register)
+    bottleneck,
+    convnext,
+    dwconv,
+    efficientformer,
+    inverted_residual,
+    mobilevit,
+    mobilevitv2,
+    regnet,
+    swin,
+    vit,
+)
 from .mobilevit import ChannelAttention, ConvFfn, ParCMetaFormerBlock, ParCMobileVitBlock
+from .mobilevitv2 import ParCMapBlock, ParCMobileVitV2Block
+from .parc_mixer import ParCSpatialMixer
 from .registry import (
     Replacement,
     ReplacementContext,
@@ -15,17 +30,26 @@ from .registry import (
     register_replacement,
     replacement_names,
 )
+from .swin import ParCSwinBlock
+from .vit import ParCViTBlock, TokenGridError, set_token_grid
 
 __all__ = [
     "ChannelAttention",
     "ConvFfn",
+    "ParCMapBlock",
     "ParCMetaFormerBlock",
     "ParCMobileVitBlock",
+    "ParCMobileVitV2Block",
+    "ParCSpatialMixer",
+    "ParCSwinBlock",
+    "ParCViTBlock",
     "Replacement",
     "ReplacementContext",
     "ReplacementError",
+    "TokenGridError",
     "build_replacement",
     "get_replacement",
     "register_replacement",
     "replacement_names",
+    "set_token_grid",
 ]

@@ -121,26 +121,46 @@ def load_rules(path_or_name: str | Path) -> RuleSet:
     return parse_rules(text, source=source, label=label)
 
 
-def _has_class(model: nn.Module | None, module_name: str, class_name: str) -> bool:
-    if model is None:
+# Each shipped family config: the model names it is for, and the timm classes that
+# identify the family in a model of any name (module, class names). First match wins.
+_FAMILIES: tuple[tuple[str, tuple[str, ...], str, tuple[str, ...]], ...] = (
+    ("resnet", ("resnet*", "resnext*", "wide_resnet*", "seresnet*", "seresnext*"),
+     "timm.models.resnet", ("Bottleneck", "BasicBlock")),
+    ("regnet", ("regnetx_*", "regnety_*", "regnetv_*"), "timm.models.regnet",
+     ("Bottleneck", "PreBottleneck")),
+    ("mobilenetv2", ("mobilenetv2*",), "", ()),
+    ("convnext", ("convnext*",), "", ()),
+    ("mobilevit", ("mobilevit_*",), "timm.models.mobilevit", ("MobileVitBlock",)),
+    ("mobilevitv2", ("mobilevitv2_*",), "timm.models.mobilevit", ("MobileVitV2Block",)),
+    ("vit", ("vit_*", "deit_*", "deit3_*"), "timm.models.vision_transformer", ("Block",)),
+    ("swin", ("swin_*",), "timm.models.swin_transformer", ("SwinTransformerBlock",)),
+    ("efficientformer", ("efficientformer_l*",), "timm.models.efficientformer",
+     ("MetaBlock1d",)),
+)  # fmt: skip
+
+
+def _has_class(model: nn.Module | None, module_name: str, class_names: tuple[str, ...]) -> bool:
+    if model is None or not class_names:
         return False
     return any(
-        type(m).__name__ == class_name and type(m).__module__ == module_name
+        type(m).__name__ in class_names and type(m).__module__ == module_name
         for m in model.modules()
     )
 
 
 def default_rules_for(model_name: str, model: nn.Module | None = None) -> str:
-    """The shipped config for a model: resnet50, mobilenetv2, convnext, mobilevit or generic."""
-    name = model_name.split("/")[-1].split(".")[0].lower()  # "timm/resnet50.a1_in1k"
-    if fnmatch.fnmatch(name, "resnet*") or _has_class(model, "timm.models.resnet", "Bottleneck"):
-        return "resnet50"
-    if fnmatch.fnmatch(name, "mobilenetv2*"):
-        return "mobilenetv2"
-    if fnmatch.fnmatch(name, "convnext*"):
-        return "convnext"
-    if fnmatch.fnmatch(name, "mobilevit_*") or _has_class(
-        model, "timm.models.mobilevit", "MobileVitBlock"
-    ):
-        return "mobilevit"
+    """The shipped config for a model's family, else generic.
+
+    By name first ("timm/resnet50.a1_in1k" -> resnet), unless the model is given and lacks
+    the family's classes (resnetv2_50 is not a timm.models.resnet model); then by class,
+    for models of any name.
+    """
+    name = model_name.split("/")[-1].split(".")[0].lower()
+    for config, patterns, module_name, classes in _FAMILIES:
+        named = any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+        if named and (model is None or not classes or _has_class(model, module_name, classes)):
+            return config
+    for config, _, module_name, classes in _FAMILIES:
+        if _has_class(model, module_name, classes):
+            return config
     return "generic"
