@@ -25,7 +25,19 @@ rules:
 
 def test_shipped_configs_are_listed_with_descriptions():
     configs = shipped_configs()
-    assert set(configs) == {"resnet50", "mobilenetv2", "convnext", "mobilevit", "generic"}
+    assert set(configs) == {
+        "resnet50",
+        "resnet",
+        "regnet",
+        "mobilenetv2",
+        "convnext",
+        "mobilevit",
+        "mobilevitv2",
+        "vit",
+        "swin",
+        "efficientformer",
+        "generic",
+    }
     for name, (path, description) in configs.items():
         assert path.name == f"{name}.yaml" and path.is_file()
         assert description and "\n" not in description
