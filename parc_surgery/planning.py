@@ -7,7 +7,8 @@ are those of the module apply will install.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import torch
@@ -18,7 +19,20 @@ from parc_surgery.blocks.registry import build_for_swap
 from parc_surgery.ops import ParC, forced_impl
 from parc_surgery.plan import Plan, Swap
 
-__all__ = ["build_plan", "count_macs", "one_line"]
+__all__ = ["build_plan", "count_macs", "math_attention", "one_line"]
+
+
+@contextlib.contextmanager
+def math_attention() -> Iterator[None]:
+    """Fused attention (scaled_dot_product_attention) runs as its matmuls inside: torch's
+    flop counter counts no fused CPU kernel, so a ViT's QK^T and AV would go uncounted."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3 has no sdpa_kernel
+        yield
+        return
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
 
 
 def count_macs(module: nn.Module, in_shape: Iterable[int]) -> int:
@@ -27,7 +41,8 @@ def count_macs(module: nn.Module, in_shape: Iterable[int]) -> int:
     module.eval()
     try:
         x = torch.zeros(tuple(in_shape))
-        with torch.no_grad(), forced_impl("spatial"), FlopCounterMode(display=False) as fc:
+        counter = FlopCounterMode(display=False)
+        with torch.no_grad(), forced_impl("spatial"), math_attention(), counter as fc:
             module(x)
     finally:
         module.train(was_training)

@@ -92,3 +92,9 @@ def test_map_layout_prefers_nchw_and_reads_nhwc():
     assert map_layout((1, 14, 14, 96), (224, 224), 16) == NHWC
     assert map_layout((1, 14, 14, 14), (224, 224), 16) == NCHW  # either way: NCHW
     assert map_layout((1, 6, 197, 197), (224, 224), 1) is None
+
+
+def test_a_vit_built_for_another_size_is_analysed_at_it():
+    # Its pretrained_cfg still says 224, but the patch embedding accepts 64x64 only.
+    _, graph = analyzed("vit_tiny_patch16_224", size=None, img_size=64, depth=1)
+    assert graph.input_size == (64, 64) and graph.modules["blocks.0"].feature_size == (4, 4)
