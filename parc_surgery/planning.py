@@ -19,33 +19,41 @@ from parc_surgery.blocks.registry import build_for_swap
 from parc_surgery.ops import ParC, forced_impl
 from parc_surgery.plan import Plan, Swap
 
-__all__ = ["build_plan", "count_macs", "math_attention", "one_line"]
+__all__ = ["build_plan", "count_macs", "counting_form", "one_line"]
 
 
 @contextlib.contextmanager
-def math_attention() -> Iterator[None]:
-    """Fused attention (scaled_dot_product_attention) runs as its matmuls inside: torch's
-    flop counter counts no fused CPU kernel, so a ViT's QK^T and AV would go uncounted."""
+def counting_form(module: nn.Module) -> Iterator[None]:
+    """`module` as MACs are counted: eval mode, ParC in its spatial form, fused attention
+    (scaled_dot_product_attention) as its matmuls (torch's flop counter counts no fused CPU
+    kernel), and no parameter requiring grad (the counter's module tracker fails on a
+    parameter passed straight to a submodule: PiT's and CaiT's class tokens)."""
+    was_training = module.training
+    grads = [(p, p.requires_grad) for p in module.parameters()]
+    module.eval()
+    for p, _ in grads:
+        p.requires_grad_(False)
     try:
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except ImportError:  # torch < 2.3 has no sdpa_kernel
-        yield
-        return
-    with sdpa_kernel(SDPBackend.MATH):
-        yield
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(forced_impl("spatial"))
+            try:
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+            except ImportError:  # torch < 2.3 has no sdpa_kernel
+                pass
+            else:
+                stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+            yield
+    finally:
+        for p, flag in grads:
+            p.requires_grad_(flag)
+        module.train(was_training)
 
 
 def count_macs(module: nn.Module, in_shape: Iterable[int]) -> int:
     """Multiply-accumulates of one forward at batch 1, ParC counted in its spatial form."""
-    was_training = module.training
-    module.eval()
-    try:
-        x = torch.zeros(tuple(in_shape))
-        counter = FlopCounterMode(display=False)
-        with torch.no_grad(), forced_impl("spatial"), math_attention(), counter as fc:
-            module(x)
-    finally:
-        module.train(was_training)
+    x = torch.zeros(tuple(in_shape))
+    with counting_form(module), torch.no_grad(), FlopCounterMode(display=False) as fc:
+        module(x)
     return int(fc.get_total_flops() // 2)
 
 

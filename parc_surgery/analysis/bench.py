@@ -41,11 +41,11 @@ def count_macs(model: nn.Module, input_size: tuple[int, int], *, batch: int = 1)
     """Multiply-accumulates of one forward pass (flop counter / 2), ParC counted as spatial."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from parc_surgery.planning import math_attention
+    from parc_surgery.planning import counting_form
 
     x = torch.zeros(batch, 3, *input_size)
     counter = FlopCounterMode(display=False)
-    with _eval(model), forced_impl("spatial"), math_attention(), torch.inference_mode(), counter:
+    with counting_form(model), torch.inference_mode(), counter:
         model(x)
     return counter.get_total_flops() // 2
 

@@ -76,8 +76,10 @@ def spatial_outputs(
         # Batch 1 only: window-partitioned tokens carry the windows in the batch axis.
         if out is None or len(out) != 3 or out[0] != 1:
             continue
-        cells = out[1] - prefix_tokens
-        grid = grids.get((out[2], cells)) if cells > 1 else None
-        if grid is not None:
-            found[path] = Spatial(grid.stride, NLC, grid.feature_size, out[2], prefix_tokens)
+        # With the model's prefix tokens, or without (CaiT adds its class token late).
+        for prefix in dict.fromkeys((prefix_tokens, 0)):
+            grid = grids.get((out[2], out[1] - prefix)) if out[1] - prefix > 1 else None
+            if grid is not None:
+                found[path] = Spatial(grid.stride, NLC, grid.feature_size, out[2], prefix)
+                break
     return found

@@ -42,11 +42,12 @@ def nominal_strides(
     """{path: output stride} for feature maps (NCHW or NHWC); None for everything else.
 
     The stride is input H / output H: measured from the change between the two sizes when
-    a probe ran, else from one size, rounded to a power of two. Either way the output must
-    then be about (H / s, W / s) in one of the two layouts (graph.layouts); other 4D
-    outputs (attention maps, tokens laid out as (B, heads, N, d)) and a 1x1 output from an
-    input larger than 64 are not spatial. Without a probe (models that run at one size
-    only, such as a plain ViT or a Swin), a map's own size is all there is.
+    a probe ran, else from one size, rounded to a power of two, or else the exact ratio
+    (a ViT's 14-pixel patches, ConvMixer's 7). The output must then be about (H / s, W / s)
+    in one of the two layouts (graph.layouts); other 4D outputs (attention maps, tokens
+    laid out as (B, heads, N, d)) and a 1x1 output from an input larger than 64 are not
+    spatial. Without a probe (models that run at one size only, such as a plain ViT or a
+    Swin), a map's own size is all there is.
     """
     strides: dict[str, int | None] = {}
     height = input_size[0]
@@ -55,13 +56,17 @@ def nominal_strides(
         if out is None or len(out) != 4 or (out[2] == out[3] == 1 and min(input_size) > 64):
             continue
         probed = probe.get(path, (None, None))[1] if probe is not None else None
+        candidates = []
         if probe_size is not None and probed is not None and len(probed) == 4:
             # The axis that changed is H (NCHW: out[2]) or, for NHWC, W (out[2]) / H (out[1]).
             axis = 2 if probed[2] != out[2] else 1
             change = abs(probed[axis] - out[axis])
-            candidates = [_power_of_two(abs(probe_size[0] - height) / change)] if change else []
-        else:
-            candidates = [_power_of_two(height / out[axis]) for axis in (2, 1) if out[axis]]
+            if not change:
+                continue  # the same at both sizes: a global output (pooled to 1x1)
+            candidates.append(_power_of_two(abs(probe_size[0] - height) / change))
+        for axis in (2, 1):
+            if out[axis]:
+                candidates += [_power_of_two(height / out[axis]), max(1, round(height / out[axis]))]
         for stride in candidates:
             if map_layout(out, input_size, stride) is not None:
                 strides[path] = stride

@@ -98,3 +98,18 @@ def test_a_vit_built_for_another_size_is_analysed_at_it():
     # Its pretrained_cfg still says 224, but the patch embedding accepts 64x64 only.
     _, graph = analyzed("vit_tiny_patch16_224", size=None, img_size=64, depth=1)
     assert graph.input_size == (64, 64) and graph.modules["blocks.0"].feature_size == (4, 4)
+
+
+def test_patches_of_14_pixels_are_a_grid_too():
+    # 14 is no power of two (DINOv2, EVA-02): the exact ratio gives the stride. (At a
+    # size as small as 56, 4x4 would pass for stride 16 as well: the same stage.)
+    _, graph = analyzed("vit_tiny_patch16_224", size=(224, 224), patch_size=14, depth=1)
+    block = graph.modules["blocks.0"]
+    assert (block.stride, block.stage, block.feature_size) == (14, 3, (16, 16))
+
+
+def test_tokens_without_the_models_prefix_are_still_on_the_grid():
+    # CaiT's class token joins only in its last blocks: the patch blocks have no prefix.
+    _, graph = analyzed("cait_xxs24_224", img_size=64, depth=1, depth_token_only=1)
+    assert graph.modules["blocks.0"].prefix_tokens == 0
+    assert graph.modules["blocks.0"].feature_size == (4, 4)
