@@ -20,7 +20,16 @@ __all__ = ["PARC_LEAF_CLASSES", "OutputComparison", "Verification", "apply_plan"
 
 # Modules parc-surgery installs: traced as leaves, since their forward branches on the
 # runtime feature size (kernel resampling) which symbolic tracing cannot follow.
-PARC_LEAF_CLASSES = ("ParC", "ParCPair", "ParCMobileVitBlock")
+PARC_LEAF_CLASSES = (
+    "ParC",
+    "ParCPair",
+    "ParCMobileVitBlock",
+    "ParCSpatialMixer",
+    "ParCViTBlock",
+    "ParCSwinBlock",
+    "ParCMapBlock",
+    "ParCMobileVitV2Block",
+)
 
 
 @dataclass

@@ -8,7 +8,8 @@ costs and `parc-surgery bench` both count here, so their numbers agree.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -17,12 +18,37 @@ from torch.utils.flop_counter import FlopCounterMode
 from parc_surgery.models import eval_mode, input_channels
 from parc_surgery.ops import forced_impl
 
-__all__ = ["count_macs", "count_params", "model_macs"]
+__all__ = ["count_macs", "count_params", "counting_form", "model_macs"]
 
 
 def count_params(module: nn.Module) -> int:
     """Number of parameters (shared ones once)."""
     return sum(p.numel() for p in module.parameters())
+
+
+@contextlib.contextmanager
+def counting_form(module: nn.Module) -> Iterator[None]:
+    """`module` as MACs are counted: eval mode, ParC in its spatial form, fused attention
+    (scaled_dot_product_attention) as its matmuls (torch's flop counter counts no fused CPU
+    kernel), and no parameter requiring grad (the counter's module tracker fails on a
+    parameter passed straight to a submodule: PiT's and CaiT's class tokens)."""
+    grads = [(p, p.requires_grad) for p in module.parameters()]
+    for p, _ in grads:
+        p.requires_grad_(False)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(eval_mode(module))
+            stack.enter_context(forced_impl("spatial"))
+            try:
+                from torch.nn.attention import SDPBackend, sdpa_kernel
+            except ImportError:  # torch < 2.3 has no sdpa_kernel
+                pass
+            else:
+                stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+            yield
+    finally:
+        for p, flag in grads:
+            p.requires_grad_(flag)
 
 
 def count_macs(module: nn.Module, in_shape: Iterable[int]) -> int:
@@ -38,7 +64,7 @@ def count_macs(module: nn.Module, in_shape: Iterable[int]) -> int:
         device=ref.device if ref is not None else None,
     )
     counter = FlopCounterMode(display=False)
-    with eval_mode(module), torch.no_grad(), forced_impl("spatial"), counter:
+    with counting_form(module), torch.no_grad(), counter:
         module(x)
     return int(counter.get_total_flops() // 2)
 

@@ -159,7 +159,12 @@ def _cfg(model: nn.Module) -> dict:
 
 
 def input_size_of(model: nn.Module) -> tuple[int, int]:
-    """(H, W) from `model.pretrained_cfg["input_size"]`, else 224x224."""
+    """(H, W): the patch embedding's image size (a ViT or Swin built with img_size=...
+    runs at that size only, whatever its pretrained_cfg says), else
+    `model.pretrained_cfg["input_size"]`, else 224x224."""
+    built = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    if isinstance(built, (tuple, list)) and len(built) == 2 and all(built):
+        return int(built[0]), int(built[1])
     size = _cfg(model).get("input_size")
     if isinstance(size, (tuple, list)) and len(size) == 3:
         return int(size[1]), int(size[2])
@@ -171,7 +176,8 @@ def input_channels(model: nn.Module) -> int:
     chans = getattr(model, "in_chans", None)
     if isinstance(chans, int) and chans > 0:
         return chans
+    # A Linear's in_features says nothing about image channels (it may follow an unfold).
     for module in model.modules():
-        if isinstance(module, (nn.Conv2d, nn.Linear)):
-            return int(module.in_channels if isinstance(module, nn.Conv2d) else module.in_features)
+        if isinstance(module, nn.Conv2d):
+            return int(module.in_channels)
     return 3

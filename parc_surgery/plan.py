@@ -66,6 +66,7 @@ class Swap:
     options: SwapOptions  # resolved options (pe a bool), validated again when read back
     rule: str  # the rule that matched, as "file:line" plus its name if any
     first_in_container: bool = False  # the first selected block of its container
+    prefix_tokens: int = 0  # patch-token blocks (ViT): class / register tokens before the grid
     old_module: str = ""  # one-line description of the original module
     new_module: str = ""  # one-line description of the replacement
     params_before: int = 0

@@ -104,6 +104,7 @@ def build_plan(
             options=match.options,
             rule=match.rule,
             first_in_container=match.first_in_container,
+            prefix_tokens=info.prefix_tokens,
         )
         original = model.get_submodule(match.path)
         new = build_for_swap(original, swap)

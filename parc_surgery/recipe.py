@@ -66,6 +66,7 @@ class SwapSpec(_Strict):
     macs_before: _Count = 0
     macs_after: _Count = 0
     impl_auto: _Name = ""
+    prefix_tokens: int = Field(0, ge=0, le=64)  # a ViT's class / register tokens
 
     @model_validator(mode="before")
     @classmethod

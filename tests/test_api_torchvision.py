@@ -26,7 +26,7 @@ from parc_surgery.rules import default_rules_for
 SIZE = (64, 64)
 # torchvision name: (timm name, shipped rules, the blocks the published placement converts)
 PAIRS = {
-    "resnet50": ("resnet50", "resnet50", ["layer3.3", "layer3.4", "layer3.5", "layer4.2"]),
+    "resnet50": ("resnet50", "resnet", ["layer3.3", "layer3.4", "layer3.5", "layer4.2"]),
     "mobilenet_v2": (
         "mobilenetv2_100",
         "mobilenetv2",
@@ -136,7 +136,7 @@ def test_the_registry_dispatches_by_class_and_module():
 
 
 def test_default_rules_come_from_the_torchvision_classes():
-    assert default_rules_for(None, torchvision.models.resnet50()) == "resnet50"
+    assert default_rules_for(None, torchvision.models.resnet50()) == "resnet"
     assert default_rules_for(None, torchvision.models.mobilenet_v2()) == "mobilenetv2"
     assert default_rules_for(None, torchvision.models.convnext_tiny()) == "convnext"
     assert default_rules_for("torchvision:mobilenet_v2") == "mobilenetv2"

@@ -61,3 +61,19 @@ def test_rules_validate_reports_position_of_a_bad_key(tmp_path):
     result = runner.invoke(app, ["rules", "validate", str(rules)])
     assert result.exit_code == 2
     assert "bad.yaml:4" in result.output and "colour" in result.output
+
+
+def test_inspect_lists_the_attention_blocks_it_can_convert():
+    args = ["img_size=64", "patch_size=8", "depth=2", "embed_dim=32", "num_heads=2"]
+    options = [item for arg in args for item in ("--model-arg", arg)]
+    command = ["inspect", "vit_tiny_patch16_224", "--input-size", "64", *options]
+    result = runner.invoke(app, [*command, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [(a["block"], a["replacement"]) for a in data["attention"]] == [
+        ("blocks.0", "parc_vit"),
+        ("blocks.1", "parc_vit"),
+    ]
+    assert data["shipped_rules"]["vit"]["matches"] == ["blocks.0", "blocks.1"]
+    table = runner.invoke(app, command)
+    assert "attention (what converts it to ParC)" in table.stdout and "parc_vit" in table.stdout

@@ -61,10 +61,10 @@ def test_efficientnet_uses_the_generic_depthwise_rule():
     assert all(s.path.endswith("conv_dw") and s.stage in (3, 4) for s in plan.swaps)
 
 
-def test_vit_has_nothing_to_swap_and_says_so():
-    result = run("vit_small_patch16_224", "--dry-run")
+def test_plain_vit_refuses_stages_and_says_how_to_select_blocks():
+    result = run("vit_small_patch16_224", "--stages", "3", "--dry-run")
     assert result.exit_code == 2, result.output
-    assert "has no spatial stages" in result.output and "nothing in it to convert" in result.output
+    assert "plain ViT" in result.output and "index" in result.output
     assert "Traceback" not in result.output
 
 
@@ -76,7 +76,7 @@ def test_json_is_alone_on_stdout_and_round_trips():
     assert Plan.from_json(plan.to_json()) == plan
     assert data["swaps"][0]["params_before"] > 0 and data["swaps"][0]["macs_after"] > 0
     # the human notes, with the rules chosen for the family, went to stderr
-    assert "rules: shipped:resnet50 (chosen for the model's family" in result.stderr
+    assert "rules: shipped:resnet (chosen for the model's family" in result.stderr
 
 
 def test_table_shows_each_swap_and_the_totals():

@@ -74,21 +74,30 @@ def circular_from_local(
     return out.index_add_(-1, positions, taps)
 
 
-def _half_weights(conv: nn.Conv2d, c1: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The local weights the 'H' half (outputs :c1) and the 'W' half (outputs c1:) keep."""
-    w = conv.weight
-    if conv.groups == 1:
-        # Dense: each half is a C/2 -> C/2 conv, so it keeps only its own input channels.
-        return w[:c1, :c1], w[c1:, c1:]
-    # Grouped / depthwise: groups never cross the half boundary, the weight splits by output.
-    return w[:c1], w[c1:]
+def _half_weight(conv: nn.Conv2d, lo: int, parc: nn.Module) -> torch.Tensor:
+    """The local weight a half (outputs lo .. lo + n of the conv) keeps, in its own layout.
+
+    A half's group g' reads its own input channels; each of those lies in the conv's group
+    of the output, so the kept taps are those between the half's groups' channels (a
+    dense half keeps only its own C/2 inputs, a depthwise one every tap).
+    """
+    n, per_group = parc.weight.shape[:2]
+    out = torch.arange(lo, lo + n, device=conv.weight.device)
+    # Absolute input channels of each output's group in the half, then their positions
+    # inside the conv's group of that output.
+    first_in = lo + (out - lo) // per_group * per_group
+    inputs = first_in[:, None] + torch.arange(per_group, device=out.device)
+    conv_per_group = conv.in_channels // conv.groups
+    local = inputs - (out // (conv.out_channels // conv.groups) * conv_per_group)[:, None]
+    return conv.weight[out[:, None], local]
 
 
 @torch.no_grad()
 def init_pair_from_local(pair: nn.Module, conv: nn.Conv2d) -> None:
     """Set `pair` (a ParCPair) to start from `conv`: global kernels, pe zero, bias copied."""
     c1 = pair.parc_h.weight.shape[0]
-    halves = zip((pair.parc_h, pair.parc_w), ("H", "W"), _half_weights(conv, c1), strict=True)
+    weights = (_half_weight(conv, 0, pair.parc_h), _half_weight(conv, c1, pair.parc_w))
+    halves = zip((pair.parc_h, pair.parc_w), ("H", "W"), weights, strict=True)
     for parc, direction, w_local in halves:
         length = parc.weight.shape[2] if direction == "H" else parc.weight.shape[3]
         dilation = conv.dilation[0] if direction == "H" else conv.dilation[1]

@@ -23,7 +23,9 @@ __all__ = [
     "dense_pair_for_conv",
     "depthwise_pair_for_conv",
     "global_kernel_size",
+    "groups_per_half",
     "parc_pair_for_conv",
+    "refuse_downsampling_block",
     "refuse_stride",
     "require_type",
 ]
@@ -60,6 +62,26 @@ def refuse_stride(ctx: ReplacementContext, what: str) -> NoReturn:
         where=ctx.path,
         hint="select only the stride-1 blocks (e.g. skip index 0 of a stage)",
     )
+
+
+def _strides_in(module: nn.Module | None) -> list[int]:
+    """Every stride > 1 of the convs and pools inside `module` (a downsample path)."""
+    if module is None:
+        return []
+    found = []
+    for m in module.modules():
+        stride = getattr(m, "stride", None)
+        if isinstance(m, (nn.Conv2d, nn.AvgPool2d, nn.MaxPool2d)) and stride is not None:
+            stride = stride if isinstance(stride, (tuple, list)) else (stride, stride)
+            found += [s for s in stride if s > 1]
+    return found
+
+
+def refuse_downsampling_block(module: nn.Module, ctx: ReplacementContext) -> None:
+    """Raise for a residual block (timm ResNet's) whose `stride` or shortcut downsamples."""
+    block_stride = getattr(module, "stride", 1)
+    if block_stride != 1 or _strides_in(getattr(module, "downsample", None)):
+        refuse_stride(ctx, f"this {type(module).__name__} has stride {block_stride}")
 
 
 def check_local_conv(conv: nn.Module, ctx: ReplacementContext, attr: str) -> nn.Conv2d:
@@ -130,7 +152,7 @@ def parc_pair_for_conv(
 def dense_pair_for_conv(
     conv: nn.Conv2d, ctx: ReplacementContext, attr: str, *, paper_init: str = "resnet"
 ) -> nn.Module:
-    """A dense ParC pair for a C -> C conv (its groups, if any, split in two).
+    """A dense (or grouped) ParC pair for a C -> C conv; see groups_per_half.
 
     With a bias unless the rule says `bias: false`: official ParC convs have one even
     where a BN follows.
@@ -141,20 +163,32 @@ def dense_pair_for_conv(
             "keeps the channel count",
             where=ctx.path,
         )
-    groups = conv.groups
-    if groups != 1 and groups % 2:
-        raise ReplacementError(
-            f"{attr} has {groups} groups; a grouped ParC pair needs an even number to split "
-            "them between its halves",
-            where=ctx.path,
-        )
     return parc_pair_for_conv(
         conv,
         ctx,
-        groups_per_half=1 if groups == 1 else groups // 2,
+        groups_per_half=groups_per_half(conv, ctx, attr),
         bias=True,
         paper_init=paper_init,
     )
+
+
+def groups_per_half(conv: nn.Conv2d, ctx: ReplacementContext, attr: str) -> int:
+    """Each half keeps the conv's number of groups, as the dense pair keeps groups=1.
+
+    So a group's width halves (ResNeXt / RegNet: C/2g channels per group in each half)
+    and the pair's weights (C * C/2g * K) never outgrow the 3x3 conv's (C * C/g * 9)
+    while K <= 18, as the dense pair's (C * C/2 * K) never outgrow C * C * 9.
+    """
+    groups, half = conv.groups, conv.out_channels // 2
+    if conv.out_channels % 2 or half % groups:
+        raise ReplacementError(
+            f"{attr} has {groups} groups of {conv.out_channels // groups} channels; a grouped "
+            f"ParC pair gives each half ({half} channels) the same {groups} groups, so the "
+            "group width must be even",
+            where=ctx.path,
+            hint="leave this block local (narrow the rule) or use a model with even group widths",
+        )
+    return groups
 
 
 def depthwise_pair_for_conv(
@@ -179,8 +213,9 @@ def depthwise_pair_for_conv(
 
 
 def with_child(module: nn.Module, attr: str, child: nn.Module) -> nn.Module:
-    """A deep copy of `module` with submodule `attr` replaced by `child`; the original
-    is untouched and the copy keeps its training flag."""
+    """A deep copy of `module` with submodule `attr` ("conv2" or "conv2.conv") replaced by
+    `child`; the original is untouched and the copy keeps its training flag."""
     new = copy.deepcopy(module)
-    setattr(new, attr, child)
+    parent, _, name = attr.rpartition(".")
+    setattr(new.get_submodule(parent) if parent else new, name, child)
     return new.train(module.training)

@@ -47,6 +47,7 @@ class ReplacementContext:
     index: int  # position inside its container
     first_in_container: bool  # True for the first *selected* block of its container
     options: SwapOptions = field(default_factory=SwapOptions)  # resolved: pe is a bool
+    prefix_tokens: int = 0  # patch-token blocks: class / register tokens before the grid
 
     @classmethod
     def for_swap(cls, swap: Swap) -> ReplacementContext:
@@ -58,6 +59,7 @@ class ReplacementContext:
             index=swap.index,
             first_in_container=swap.first_in_container,
             options=swap.options,
+            prefix_tokens=swap.prefix_tokens,
         )
 
     @property

@@ -36,7 +36,8 @@ app.add_typer(rules_app, name="rules")
 
 
 def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[str, Any]:
-    """Stages, containers and what each shipped config would select in model `name`."""
+    """Stages, containers, attention blocks and what each shipped config would select."""
+    from parc_surgery.attention import find_attention
     from parc_surgery.graph import analyze, container_blocks
     from parc_surgery.models import create_model
     from parc_surgery.rules import default_rules_for, load_rules, match, shipped_configs
@@ -70,6 +71,7 @@ def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[st
         "input_size": list(graph.input_size),
         "stages": stages,
         "no_spatial_reason": graph.no_spatial_reason,
+        "attention": [found.to_dict() for found in find_attention(model, graph)],
         # The same call, with the same model, as convert's: both pick the same rules.
         "default_rules": default_rules_for(name, model),
         "shipped_rules": shipped,
@@ -115,6 +117,8 @@ def inspect_command(
                 ", ".join(container.get("types", [])),
             )
     ui.out.print(table)
+    if overview["attention"]:
+        ui.out.print(_attention_table(overview["attention"]))
     chosen = overview["default_rules"]
     rules_table = Table(title="shipped rules (default stages)", title_justify="left")
     for column in ("rules", "stages", "would replace"):
@@ -124,6 +128,24 @@ def inspect_command(
         selected = ", ".join(found["matches"]) or found.get("error", "nothing")
         rules_table.add_row(label, ",".join(map(str, found["stages"])), selected)
     ui.out.print(rules_table)
+
+
+def _attention_table(found: list[dict[str, Any]]) -> Table:
+    """One row per attention module: the block a replacement converts, or why none does."""
+    table = Table(title="attention (what converts it to ParC)", title_justify="left")
+    for column in ("attention", "type", "block", "stage", "size", "replacement"):
+        table.add_column(column)
+    for item in found:
+        size = "x".join(map(str, item["feature_size"])) if item["feature_size"] else "-"
+        table.add_row(
+            item["attention"],
+            item["attention_type"],
+            f"{item['block']} ({item['block_type']})" if item["block"] else "-",
+            str(item["stage"]) if item["stage"] is not None else "-",
+            size,
+            item["replacement"] or f"none: {item['reason']}",
+        )
+    return table
 
 
 @rules_app.command(name="list")

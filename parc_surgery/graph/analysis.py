@@ -13,13 +13,14 @@ from torch import nn
 from parc_surgery.errors import TraceError, UsageError
 from parc_surgery.graph.containers import Containers, enclosing_block, find_containers
 from parc_surgery.graph.input_size import default_input_size, resolve_input_size
+from parc_surgery.graph.layouts import Spatial, spatial_outputs
 from parc_surgery.graph.model_graph import ModelGraph, ModuleInfo
 from parc_surgery.graph.shapes import ShapeRecord, record_shapes
 from parc_surgery.graph.stages import build_stages, nominal_strides, probe_sizes, stage_of_stride
 from parc_surgery.graph.tracing import trace
 from parc_surgery.models import model_name_of
 
-__all__ = ["analyze", "model_name_of"]
+__all__ = ["analyze", "model_name_of", "prefix_tokens_of"]
 
 
 def analyze(
@@ -41,12 +42,15 @@ def analyze(
     probe, probe_size = _probe(model, size)
     if probe is not None:
         probe.pop("", None)
-    strides = nominal_strides(record, size, probe, probe_size)
+    map_strides = nominal_strides(record, size, probe, probe_size)
+    spatial = spatial_outputs(record, size, map_strides, prefix_tokens_of(model))
+    strides = {path: found.stride for path, found in spatial.items()}
     _check_min_size(name, size, strides)
-    stage_of = {path: stage_of_stride(stride) for path, stride in strides.items()}
-    channels_of = {p: out[1] for p, (_, out) in record.items() if out is not None and len(out) == 4}
+    # Every module that ran has an entry (None off the grid): containers tell the two apart.
+    stage_of = {path: stage_of_stride(strides.get(path)) for path in record}
+    channels_of = {path: found.channels for path, found in spatial.items()}
     containers = find_containers(model, stage_of, channels_of)
-    modules = _module_infos(model, record, strides, stage_of, containers)
+    modules = _module_infos(model, record, spatial, stage_of, containers)
     composite = {p for p, m in model.named_modules() if p and next(m.children(), None) is not None}
     stages = build_stages(modules, containers.block, composite)
     return ModelGraph(
@@ -61,10 +65,16 @@ def analyze(
     )
 
 
+def prefix_tokens_of(model: nn.Module) -> int:
+    """Class and register tokens ahead of a ViT's patch tokens (timm's num_prefix_tokens)."""
+    count = getattr(model, "num_prefix_tokens", 0)
+    return count if isinstance(count, int) and not isinstance(count, bool) else 0
+
+
 def _module_infos(
     model: nn.Module,
     record: ShapeRecord,
-    strides: dict[str, int | None],
+    spatial: dict[str, Spatial],
     stage_of: dict[str, int | None],
     containers: Containers,
 ) -> dict[str, ModuleInfo]:
@@ -73,19 +83,22 @@ def _module_infos(
         if not path:
             continue
         in_shape, out_shape = record.get(path, (None, None))
-        is_map = out_shape is not None and len(out_shape) == 4
+        where = spatial.get(path)
         block = enclosing_block(path, containers)
         modules[path] = ModuleInfo(
             path=path,
             type_name=type(module).__name__,
             in_shape=in_shape,
             out_shape=out_shape,
-            feature_size=(out_shape[2], out_shape[3]) if is_map else None,
-            stride=strides.get(path),
+            feature_size=where.feature_size if where else None,
+            stride=where.stride if where else None,
             stage=stage_of.get(path),
             container=block[0] if block else None,
             index=block[1] if block else None,
             container_len=block[2] if block else None,
+            layout=where.layout if where else None,
+            channels=where.channels if where else None,
+            prefix_tokens=where.prefix_tokens if where else 0,
         )
     return modules
 

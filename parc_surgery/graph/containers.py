@@ -2,9 +2,9 @@
 
 `find_containers` reads the module tree and the per-module stages and writes nothing;
 it returns every container (with its children's names) and the subset that are *block
-containers*: all children are composite modules (not all containers themselves) of one
-spatial stage, and no ancestor is a block container (so `layer3.0.downsample` is not
-one, `layer3` is).
+containers*: all children are composite modules (not all containers themselves; a
+parameter-free layer such as a flatten may sit between them) of one spatial stage, and
+no ancestor is a block container (so `layer3.0.downsample` is not one, `layer3` is).
 `enclosing_block` maps any path to (container, index, length) of the block it is in.
 
 A flat Sequential that holds a whole network (torchvision's `mobilenet_v2().features`:
@@ -60,6 +60,13 @@ def _join(parent: str, child: str) -> str:
     return f"{parent}.{child}" if parent else child
 
 
+def _is_block_or_reshape(module: nn.Module) -> bool:
+    """A composite module, or a layer without parameters (EfficientFormer's Flat between
+    its blocks); a leaf with weights (a stem's conv or norm) is neither."""
+    has_children = next(module.children(), None) is not None
+    return has_children or next(module.parameters(), None) is None
+
+
 def find_containers(
     model: nn.Module,
     stage_of: dict[str, int | None],
@@ -80,7 +87,8 @@ def find_containers(
         if any(b == "" or path.startswith(b + ".") for b in block):
             continue  # nested inside a block of an outer block container
         kids = [modules[_join(path, n)] for n in names]
-        if not kids or any(not list(k.children()) for k in kids):
+        composite = [k for k in kids if next(k.children(), None) is not None]
+        if not composite or not all(_is_block_or_reshape(k) for k in kids):
             continue  # plain layers (a stem's conv + norm) are not blocks
         if all(is_container(k) for k in kids):
             continue  # a stack of stacks: the blocks are one level down

@@ -23,10 +23,14 @@ class ModuleInfo:
     container: str | None  # Sequential / ModuleList holding the enclosing block
     index: int | None  # 0-based position of the enclosing block in `container`
     container_len: int | None  # number of blocks in `container`
+    layout: str | None = None  # NCHW / NHWC feature map, NLC patch tokens; None off the grid
+    channels: int | None = None  # C of the map or of the tokens
+    prefix_tokens: int = 0  # NLC: class / register tokens ahead of the grid
 
     @property
     def is_spatial(self) -> bool:
-        """True when the output is a (B, C, H, W) feature map that scales with the input."""
+        """True when the output is a feature map (NCHW or NHWC) or patch tokens on a grid
+        (NLC) that scales with the input."""
         return self.stride is not None
 
     @property
@@ -34,9 +38,10 @@ class ModuleInfo:
         """True when the module changes the spatial size (a stride-2 block or conv)."""
         if self.in_shape is None or self.out_shape is None:
             return False
-        if len(self.in_shape) != 4 or len(self.out_shape) != 4:
+        if len(self.in_shape) != len(self.out_shape) or len(self.out_shape) not in (3, 4):
             return False
-        return self.in_shape[2:] != self.out_shape[2:]
+        axes = {"NHWC": slice(1, 3), "NLC": slice(1, 2)}.get(self.layout or "", slice(2, 4))
+        return self.in_shape[axes] != self.out_shape[axes]
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,7 @@ class StageInfo:
     feature_size: tuple[int, int]  # (H, W) of the stage's output at the input size
     channels: int  # output channels of the stage's last block
     containers: list[tuple[str, int]]  # (container path, number of blocks), in model order
+    layout: str = "NCHW"  # of the stage's last block: NCHW, NHWC or NLC (patch tokens)
 
 
 @dataclass
@@ -66,6 +72,12 @@ class ModelGraph:
     @property
     def has_spatial_stages(self) -> bool:
         return bool(self.stages)
+
+    @property
+    def is_plain_vit(self) -> bool:
+        """True when every block sits on one patch-token grid (a plain ViT / DeiT): the
+        model has one stage, so its blocks are told apart by index, not by stage."""
+        return len(self.stages) == 1 and next(iter(self.stages.values())).layout == "NLC"
 
     @property
     def max_stride(self) -> int | None:

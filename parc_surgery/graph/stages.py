@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from parc_surgery.graph.layouts import map_layout
 from parc_surgery.graph.model_graph import ModuleInfo, StageInfo
 from parc_surgery.graph.shapes import ShapeRecord
 
@@ -38,36 +39,39 @@ def nominal_strides(
     probe: ShapeRecord | None,
     probe_size: tuple[int, int] | None,
 ) -> dict[str, int | None]:
-    """{path: output stride} for modules with a 4D output; None for non-spatial ones.
+    """{path: output stride} for feature maps (NCHW or NHWC); None for everything else.
 
-    Without a probe (models that run at one size only, such as a plain ViT), the stride is
-    input H / output H rounded to a power of two when the output is about (H / s, W / s);
-    other 4D outputs, and a 1x1 output from an input larger than 64, are not spatial.
+    The stride is input H / output H: measured from the change between the two sizes when
+    a probe ran, else from one size, rounded to a power of two, or else the exact ratio
+    (a ViT's 14-pixel patches, ConvMixer's 7). The output must then be about (H / s, W / s)
+    in one of the two layouts (graph.layouts); other 4D outputs (attention maps, tokens
+    laid out as (B, heads, N, d)) and a 1x1 output from an input larger than 64 are not
+    spatial. Without a probe (models that run at one size only, such as a plain ViT or a
+    Swin), a map's own size is all there is.
     """
     strides: dict[str, int | None] = {}
     height = input_size[0]
     for path, (_, out) in record.items():
-        if out is None or len(out) != 4:
-            strides[path] = None
+        strides[path] = None
+        if out is None or len(out) != 4 or (out[2] == out[3] == 1 and min(input_size) > 64):
             continue
         probed = probe.get(path, (None, None))[1] if probe is not None else None
+        candidates = []
         if probe_size is not None and probed is not None and len(probed) == 4:
-            delta = abs(probe_size[0] - height)
-            change = abs(probed[2] - out[2])
-            strides[path] = _power_of_two(delta / change) if change else None
-        else:
-            strides[path] = _stride_from_one_size(out, input_size)
+            # The axis that changed is H (NCHW: out[2]) or, for NHWC, W (out[2]) / H (out[1]).
+            axis = 2 if probed[2] != out[2] else 1
+            change = abs(probed[axis] - out[axis])
+            if not change:
+                continue  # the same at both sizes: a global output (pooled to 1x1)
+            candidates.append(_power_of_two(abs(probe_size[0] - height) / change))
+        for axis in (2, 1):
+            if out[axis]:
+                candidates += [_power_of_two(height / out[axis]), max(1, round(height / out[axis]))]
+        for stride in candidates:
+            if map_layout(out, input_size, stride) is not None:
+                strides[path] = stride
+                break
     return strides
-
-
-def _stride_from_one_size(out: tuple[int, ...], input_size: tuple[int, int]) -> int | None:
-    # A feature map at stride s is about H / s by W / s (padding moves it by at most one);
-    # anything else (tokens laid out as (B, heads, N, d), a pooled 1x1) is not spatial.
-    if out[2] == 1 and out[3] == 1 and min(input_size) > 64:
-        return None
-    stride = _power_of_two(input_size[0] / out[2])
-    fits = all(abs(o - size / stride) <= 1 for o, size in zip(out[2:], input_size, strict=True))
-    return stride if fits else None
 
 
 def stage_of_stride(stride: int | None) -> int | None:
@@ -111,8 +115,9 @@ def build_stages(
             stage=stage,
             stride=2 ** (stage + 1),
             feature_size=last.feature_size,
-            channels=last.out_shape[1],
+            channels=last.channels if last.channels is not None else last.out_shape[1],
             containers=grouped[stage],
+            layout=last.layout or "NCHW",
         )
     return stages
 

@@ -121,24 +121,27 @@ def load_rules(path_or_name: str | Path) -> RuleSet:
     return _ruleset(data, positions, source=source, label=label)
 
 
-# Block classes that identify a family in a model object, by module and class name.
-_FAMILY_CLASSES: dict[str, tuple[tuple[str, str], ...]] = {
-    "resnet50": (("timm.models.resnet", "Bottleneck"), ("torchvision.models.resnet", "Bottleneck")),
-    "mobilenetv2": (("torchvision.models.mobilenetv2", "InvertedResidual"),),
-    "convnext": (
-        ("timm.models.convnext", "ConvNeXtBlock"),
-        ("torchvision.models.convnext", "CNBlock"),
-    ),
-    "mobilevit": (("timm.models.mobilevit", "MobileVitBlock"),),
-}
-
-# Name patterns of timm (and "torchvision:") model names, per shipped config.
-_FAMILY_NAMES: dict[str, tuple[str, ...]] = {
-    "resnet50": ("resnet*",),
-    "mobilenetv2": ("mobilenetv2*", "mobilenet_v2"),
-    "convnext": ("convnext*",),
-    "mobilevit": ("mobilevit_*",),
-}
+# Each shipped family config: the model names it is for (timm's, and torchvision's after
+# "torchvision:"), and the block classes (module, class name) that identify the family
+# in a model of any name, timm's or torchvision's. First match wins.
+_TV = "torchvision.models"
+_FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], ...] = (
+    ("resnet", ("resnet*", "resnext*", "wide_resnet*", "seresnet*", "seresnext*"),
+     (("timm.models.resnet", "Bottleneck"), ("timm.models.resnet", "BasicBlock"),
+      (f"{_TV}.resnet", "Bottleneck"), (f"{_TV}.resnet", "BasicBlock"))),
+    ("regnet", ("regnetx_*", "regnety_*", "regnetv_*"),
+     (("timm.models.regnet", "Bottleneck"), ("timm.models.regnet", "PreBottleneck"))),
+    ("mobilenetv2", ("mobilenetv2*", "mobilenet_v2"),
+     ((f"{_TV}.mobilenetv2", "InvertedResidual"),)),
+    ("convnext", ("convnext*",),
+     (("timm.models.convnext", "ConvNeXtBlock"), (f"{_TV}.convnext", "CNBlock"))),
+    ("mobilevit", ("mobilevit_*",), (("timm.models.mobilevit", "MobileVitBlock"),)),
+    ("mobilevitv2", ("mobilevitv2_*",), (("timm.models.mobilevit", "MobileVitV2Block"),)),
+    ("vit", ("vit_*", "deit_*", "deit3_*"), (("timm.models.vision_transformer", "Block"),)),
+    ("swin", ("swin_*",), (("timm.models.swin_transformer", "SwinTransformerBlock"),)),
+    ("efficientformer", ("efficientformer_l*",),
+     (("timm.models.efficientformer", "MetaBlock1d"),)),
+)  # fmt: skip
 
 
 def _classes_in(model: nn.Module | None) -> set[tuple[str, str]]:
@@ -148,17 +151,23 @@ def _classes_in(model: nn.Module | None) -> set[tuple[str, str]]:
 
 
 def default_rules_for(model_name: str | None, model: nn.Module | None = None) -> str:
-    """The shipped config for a model: resnet50, mobilenetv2, convnext, mobilevit or generic.
+    """The shipped config for a model's family, else generic.
 
-    By the model's name (timm's, "torchvision:NAME") when it has one, else by the block
-    classes it contains, so a timm, torchvision or hand-built model object gets one too.
+    By name first ("timm/resnet50.a1_in1k", "torchvision:resnet50" -> resnet), unless the
+    model is given and lacks the family's classes (resnetv2_50 is not a timm.models.resnet
+    model); then by the block classes it contains, for a model of any name or none (a
+    timm, torchvision or hand-built model object).
     """
     name = (model_name or "").split(":")[-1].split("/")[-1].split(".")[0].lower()
-    for config, patterns in _FAMILY_NAMES.items():
-        if any(fnmatch.fnmatch(name, pattern) for pattern in patterns):
-            return config
     classes = _classes_in(model)
-    for config, family in _FAMILY_CLASSES.items():
+    for config, patterns, family in _FAMILIES:
+        named = any(fnmatch.fnmatch(name, pattern) for pattern in patterns)
+        # A name is checked against the family's timm classes when it lists any (timm's
+        # InvertedResidual is no mark of MobileNetV2: EfficientNet has it too).
+        timm_family = {c for c in family if c[0].startswith("timm.")}
+        if named and (model is None or not timm_family or classes & set(family)):
+            return config
+    for config, _, family in _FAMILIES:
         if classes & set(family):
             return config
     return "generic"

@@ -3,8 +3,8 @@
 `match` reads a RuleSet, a ModelGraph and the model (for conv attributes) and writes
 nothing; it returns every selected module with its rule, replacement, resolved options
 and `first_in_container`, plus warnings (rules that matched nothing, stride-2 modules
-a rule would have selected). Conflicting rules raise RulesError; stages the model does
-not have raise UsageError.
+a rule would have selected, a file's default stages the model lacks). Conflicting rules
+raise RulesError; requested stages the model does not have raise UsageError.
 """
 
 from __future__ import annotations
@@ -63,26 +63,50 @@ def is_depthwise_conv(module: nn.Module) -> bool:
 
 def choose_stages(
     requested: list[int] | tuple[int, ...] | None, ruleset: RuleSet, graph: ModelGraph
-) -> list[int]:
-    """--stages if given, else the file's `stages`, else every stage of the model."""
+) -> tuple[list[int], list[str]]:
+    """(stages, notes): --stages if given, else the file's `stages`, else every stage.
+
+    Requested stages must exist (UsageError listing the model's). The file's `stages`
+    are a default written for a four-stage ConvNet, so they adapt: stages the model lacks
+    are dropped, and if none is left the model's deepest stages (as many as the file
+    names) are used instead; a note says so. A plain ViT has one stage (its token grid),
+    so --stages is refused there: its blocks are selected by index or fraction.
+    """
     if not graph.has_spatial_stages:
         raise UsageError(graph.no_spatial_reason or f"{graph.model_name} has no spatial stages")
     available = sorted(graph.stages)
-    if requested:
-        chosen, origin = sorted(set(requested)), "requested"
-    elif ruleset.stages:
-        chosen, origin = sorted(set(ruleset.stages)), f"from {ruleset.label}'s `stages`"
-    else:
-        return available
-    missing = [s for s in chosen if s not in graph.stages]
-    if missing:
-        have = ", ".join(f"{s} (stride {graph.stages[s].stride})" for s in available)
+    if requested and graph.is_plain_vit:
         raise UsageError(
-            f"{graph.model_name} has no stage {', '.join(map(str, missing))} ({origin}); "
-            f"its stages are {have}",
-            hint="Choose stages from that list with --stages",
+            f"{graph.model_name} is a plain ViT: all its blocks run on one "
+            f"{'x'.join(map(str, graph.stages[available[0]].feature_size))} token grid, so "
+            f"there are no stages to choose (--stages {','.join(map(str, requested))})",
+            hint="Drop --stages; select blocks by position with `index` or `fraction` in the "
+            "rules, e.g. `index: '6:'` for the last half of a 12-block ViT",
         )
-    return chosen
+    if requested:
+        chosen = sorted(set(requested))
+        missing = [s for s in chosen if s not in graph.stages]
+        if missing:
+            have = ", ".join(f"{s} (stride {graph.stages[s].stride})" for s in available)
+            raise UsageError(
+                f"{graph.model_name} has no stage {', '.join(map(str, missing))} (requested); "
+                f"its stages are {have}",
+                hint="Choose stages from that list with --stages",
+            )
+        return chosen, []
+    if not ruleset.stages:
+        return available, []
+    wanted = sorted(set(ruleset.stages))
+    chosen = [s for s in wanted if s in graph.stages] or available[-len(wanted) :]
+    if chosen == wanted:
+        return chosen, []
+    lacking = [s for s in wanted if s not in graph.stages]
+    note = (
+        f"{graph.model_name} has no stage {', '.join(map(str, lacking))} (from "
+        f"{ruleset.label}'s `stages`: {', '.join(map(str, wanted))}); using its stages "
+        f"{', '.join(map(str, chosen))} instead (its stages: {', '.join(map(str, available))})"
+    )
+    return chosen, [note]
 
 
 def _positioned(spec: MatchSpec, info: ModuleInfo) -> bool:
@@ -202,10 +226,10 @@ def match(
     `filter_fn(module, path)` narrows the selection: a module it returns False for is
     not selected (and `first_in_container` counts only the modules that are).
     """
-    chosen = choose_stages(stages, ruleset, graph)
+    chosen, notes = choose_stages(stages, ruleset, graph)
     modules = dict(model.named_modules())
     owner: dict[str, int] = {}
-    warnings: list[str] = []
+    warnings: list[str] = list(notes)
     unmatched: list[str] = []
     stage_text = ", ".join(map(str, chosen))
     for i in range(len(ruleset.rules)):

@@ -43,9 +43,14 @@ KNOWN_REPLACEMENTS = (
     "parc_bottleneck",
     "parc_convnext",
     "parc_dwconv",
+    "parc_efficientformer",
     "parc_inverted_residual",
     "parc_mobilevit",
     "parcnet_s_block",
+    "parc_mobilevitv2",
+    "parc_regnet",
+    "parc_swin",
+    "parc_vit",
 )
 
 _SLICE = re.compile(r"^\s*(-?\d+)?\s*:\s*(-?\d+)?\s*$")
@@ -80,7 +85,8 @@ class ReplaceSpec(SwapOptions):
     with_: str = Field(
         alias="with",
         description="Name of a registered replacement, e.g. parc_bottleneck, "
-        "parc_inverted_residual, parc_convnext, parc_mobilevit, parcnet_s_block, parc_dwconv.",
+        "parc_inverted_residual, parc_convnext, parc_mobilevit, parcnet_s_block, parc_dwconv, "
+        "parc_regnet, parc_vit, parc_swin, parc_efficientformer, parc_mobilevitv2.",
     )
 
     @field_validator("with_")

@@ -104,14 +104,15 @@ def test_bottleneck_refuses_other_modules(resnet):
         build_parc_bottleneck(model.conv1, context("conv1", inputs["conv1"]))
 
 
-def test_grouped_bottleneck_splits_groups():
-    # ResNeXt: conv2 with 8 groups -> each half keeps 4 groups.
+def test_grouped_bottleneck_keeps_its_groups_in_each_half():
+    # ResNeXt: conv2 with 8 groups of 4 -> each half has 8 groups of 2, so the pair has
+    # fewer weights than the 3x3 conv for any kernel up to 18.
     block = Bottleneck(64, 16, cardinality=8, base_width=16).eval()
     c = block.conv2.out_channels
     new = build_parc_bottleneck(block, context("blk", torch.zeros(1, 64, 6, 5)))
-    assert new.conv2.parc_h.groups == 4 and new.conv2.parc_w.groups == 4
+    assert new.conv2.parc_h.groups == 8 and new.conv2.parc_w.groups == 8
     per_group = c // 8
-    halves = sum(c // 2 * per_group * k + c // 2 + c // 2 * k for k in (6, 5))
+    halves = sum(c // 2 * (per_group // 2) * k + c // 2 + c // 2 * k for k in (6, 5))
     assert param_count(new) == param_count(block) - c * per_group * 9 + halves
     with torch.no_grad():
         assert new(torch.randn(1, 64, 6, 5)).shape == (1, 64, 6, 5)

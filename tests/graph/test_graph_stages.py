@@ -4,8 +4,23 @@ from __future__ import annotations
 
 import pytest
 from graph_testkit import analyzed
+from torch import nn
 
-from parc_surgery.graph import stage_of_stride
+from parc_surgery.graph import analyze, stage_of_stride
+
+
+class Transpose(nn.Module):
+    def forward(self, x):
+        return x.transpose(1, 2)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim):
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return x + self.fc(x)
 
 
 def containers(graph, stage):
@@ -103,14 +118,19 @@ def test_regnet_stages_use_its_numbered_regstages(name):
     assert graph.modules["s3.b1"].downsamples
 
 
-def test_plain_vit_has_no_spatial_stages_and_says_why():
-    _, graph = analyzed("vit_small_patch16_224")
-    assert not graph.has_spatial_stages
-    assert graph.stages == {}
+def test_a_token_model_without_a_grid_has_no_spatial_stages_and_says_why():
+    # Tokens made by a Linear on unfolded patches: no feature map with their channels
+    # anywhere, so nothing says where they sit (a ViT's patch conv would).
+    model = nn.Sequential(
+        nn.Unfold(16, stride=16),  # (B, 3 * 256, N)
+        Transpose(),
+        nn.Linear(3 * 256, 32),
+        nn.Sequential(Mlp(32), Mlp(32)),
+    )
+    graph = analyze(model, (64, 64))
+    assert not graph.has_spatial_stages and graph.stages == {}
     reason = graph.no_spatial_reason
-    assert "no spatial stages" in reason and "tokens" in reason and "(1, 197, 384)" in reason
-    # Attention's (B, heads, N, d) tensors are not mistaken for feature maps.
-    assert graph.modules["blocks.0.attn.q_norm"].stride is None
+    assert "no spatial stages" in reason and "tokens" in reason and "(1, 16, 32)" in reason
 
 
 def test_strides_stay_exact_at_sizes_that_are_not_multiples_of_32():
@@ -140,8 +160,3 @@ def test_vgg_stages_follow_its_pools_like_timms_feature_info():
     assert graph.stages[1].channels == 256 and graph.stages[1].feature_size == (16, 16)
     assert graph.stages[4].feature_size == (2, 2)
     assert all(stage.containers == [] for stage in graph.stages.values())  # no block stacks
-
-
-def test_a_lone_patch_embedding_conv_makes_no_stage():
-    _, graph = analyzed("vit_tiny_patch16_224")
-    assert graph.stages == {} and "no spatial stages" in graph.no_spatial_reason

@@ -27,9 +27,15 @@ def test_shipped_configs_are_listed_with_descriptions():
     configs = shipped_configs()
     assert set(configs) == {
         "resnet50",
+        "resnet",
+        "regnet",
         "mobilenetv2",
         "convnext",
         "mobilevit",
+        "mobilevitv2",
+        "vit",
+        "swin",
+        "efficientformer",
         "parcnet-s",
         "generic",
     }

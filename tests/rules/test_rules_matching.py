@@ -60,9 +60,25 @@ def test_stage_the_model_lacks_lists_the_available_ones():
     message = str(err.value)
     assert "resnet50 has no stage 5" in message
     assert "1 (stride 4), 2 (stride 8), 3 (stride 16), 4 (stride 32)" in message
+
+
+def test_default_stages_the_model_lacks_fall_back_to_those_it_has():
+    # A file's `stages` are a default: missing ones are dropped, with a note.
     text = BOTTLENECK.format(filters="fraction: 0.5").replace("stages: [3, 4]", "stages: [4, 5]")
-    with pytest.raises(UsageError, match="no stage 5 .from test.yaml's `stages`"):
-        run(text)
+    result = run(text)
+    assert result.stages == [4] and paths(result) == ["layer4.2"]
+    assert "resnet50 has no stage 5 (from test.yaml's `stages`: 4, 5)" in result.warnings[0]
+    # None of them left: the model's deepest stages, as many as the file names.
+    result = run(text.replace("stages: [4, 5]", "stages: [5, 6]"))
+    assert result.stages == [3, 4] and paths(result) == [
+        "layer3.3",
+        "layer3.4",
+        "layer3.5",
+        "layer4.2",
+    ]
+    assert "using its stages 3, 4 instead" in result.warnings[0]
+    # Stages the model has give no note.
+    assert run(BOTTLENECK.format(filters="fraction: 0.5")).warnings == []
 
 
 def test_without_stages_every_stage_is_chosen():

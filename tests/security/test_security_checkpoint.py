@@ -200,3 +200,19 @@ def test_flipped_weights_file_is_exit_6_not_a_traceback(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(WeightsError):
         checkpoint.load_source_weights(create_model(MODEL), path)
+
+
+def test_the_recipe_schema_knows_every_field_a_plan_writes():
+    # A field added to Plan / Swap without the schema would make every new checkpoint
+    # unloadable (exit 6): the schema and the dataclasses must name the same keys.
+    from dataclasses import fields
+
+    from parc_surgery.plan import Plan, Swap
+    from parc_surgery.recipe import PlanSpec, SwapSpec
+
+    def spec_keys(spec):
+        return {f.alias or name for name, f in spec.model_fields.items()}
+
+    assert {f.name for f in fields(Swap)} == spec_keys(SwapSpec)
+    plan_keys = {f.name for f in fields(Plan)} | {"params_total_after", "macs_total_after"}
+    assert plan_keys == spec_keys(PlanSpec)
