@@ -11,12 +11,14 @@ __all__ = [
     "EXIT_CODES",
     "BatchError",
     "CheckpointError",
+    "DataError",
     "ExportError",
     "NothingMatchedError",
     "OutputError",
     "ParcSurgeryError",
     "RulesError",
     "TraceError",
+    "TrainingInterrupted",
     "UsageError",
     "VerificationError",
     "WeightsError",
@@ -112,6 +114,19 @@ class ExportError(ParcSurgeryError):
     exit_code = 9
 
 
+class DataError(ParcSurgeryError):
+    """A data set that cannot be used: missing folder or split, no images, a class count
+    that differs from the model's head, an unreadable image."""
+
+    exit_code = 10
+
+
+class TrainingInterrupted(ParcSurgeryError):
+    """Ctrl-C (SIGINT) or SIGTERM stopped a fine-tuning run; its state was saved if asked."""
+
+    exit_code = 130
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "internal error (a bug: please report it with the traceback)",
@@ -123,4 +138,7 @@ EXIT_CODES: dict[int, str] = {
     7: "output path exists (use --force) or cannot be written",
     8: "one or more batch jobs failed",
     9: "ONNX export failed or did not match PyTorch",
+    10: "data error: missing folder or split, no images, wrong class count, unreadable image",
+    130: "interrupted by Ctrl-C (SIGINT); finetune saved its state if --checkpoint-dir was given",
+    143: "stopped by SIGTERM; finetune saved its state if --checkpoint-dir was given",
 }

@@ -40,6 +40,7 @@ app.command(name="convert", epilog=EXIT_CODE_HELP)(convert_command)
 from parc_surgery.cli import analysis as _analysis  # noqa: E402, F401  (erf, bench, export)
 from parc_surgery.cli import batch as _batch  # noqa: E402, F401
 from parc_surgery.cli import inspect as _inspect  # noqa: E402, F401  (inspect, rules)
+from parc_surgery.cli import train as _train  # noqa: E402, F401  (eval, finetune)
 
 
 def main() -> None:

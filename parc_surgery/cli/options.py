@@ -14,8 +14,13 @@ from typing import Annotated
 import typer
 
 __all__ = [
+    "BatchSizeOpt",
     "CheckpointArg",
     "DataFormat",
+    "DataInputSizeOpt",
+    "DataOpt",
+    "DatasetOpt",
+    "DeviceOpt",
     "FormatOpt",
     "ForceOpt",
     "ImplOpt",
@@ -28,7 +33,9 @@ __all__ = [
     "RulesOpt",
     "SeedOpt",
     "StagesOpt",
+    "ValSplitOpt",
     "WeightsOpt",
+    "WorkersOpt",
 ]
 
 
@@ -98,4 +105,44 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for new parameters an
 ImplOpt = Annotated[
     str,
     typer.Option("--impl", help="ParC backend: auto | spatial | fft | circulant."),
+]
+
+# Data options of `eval` and `finetune`.
+DataOpt = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        help="Data set root: an ImageFolder tree (train/<class>/*.png, val/<class>/...), "
+        "a folder of split .tar files, or the root of a --dataset.",
+        show_default=False,
+    ),
+]
+DatasetOpt = Annotated[
+    str,
+    typer.Option(
+        "--dataset",
+        help="timm create_dataset name (e.g. torch/cifar10, hfds/NAME); default: folder or tar.",
+    ),
+]
+ValSplitOpt = Annotated[str, typer.Option("--val-split", help="Split evaluated.")]
+DataInputSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--input-size",
+        help="224 or 224x288 (HxW). Default: the checkpoint's conversion size, or the "
+        "timm model's pretrained_cfg.",
+    ),
+]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", help="Images per batch per process.")
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", "-j", help="Data loading worker processes per process.")
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto | cpu | cuda (auto: CUDA when available; under torchrun one per rank).",
+    ),
 ]
