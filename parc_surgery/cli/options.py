@@ -33,7 +33,6 @@ __all__ = [
     "RulesOpt",
     "SeedOpt",
     "StagesOpt",
-    "ValSplitOpt",
     "WeightsOpt",
     "WorkersOpt",
 ]
@@ -124,7 +123,6 @@ DatasetOpt = Annotated[
         help="timm create_dataset name (e.g. torch/cifar10, hfds/NAME); default: folder or tar.",
     ),
 ]
-ValSplitOpt = Annotated[str, typer.Option("--val-split", help="Split evaluated.")]
 DataInputSizeOpt = Annotated[
     str | None,
     typer.Option(

@@ -33,7 +33,6 @@ from parc_surgery.cli.options import (
     ModelArgsOpt,
     QuietOpt,
     SeedOpt,
-    ValSplitOpt,
     WeightsOpt,
     WorkersOpt,
 )
@@ -165,7 +164,7 @@ def eval_command(
     weights: WeightsOpt = None,
     model_arg: ModelArgsOpt = None,
     dataset: DatasetOpt = "",
-    split: ValSplitOpt = "val",
+    split: Annotated[str, typer.Option("--split", "--val-split", help="Split evaluated.")] = "val",
     input_size: DataInputSizeOpt = None,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = 2,
@@ -269,7 +268,9 @@ def finetune_command(
     temperature: Annotated[float, typer.Option("--temperature", help="T of the KL term.")] = 2.0,
     dataset: DatasetOpt = "",
     train_split: Annotated[str, typer.Option("--train-split", help="Split trained on.")] = "train",
-    val_split: ValSplitOpt = "val",
+    val_split: Annotated[
+        str, typer.Option("--val-split", help="Split evaluated after each epoch.")
+    ] = "val",
     input_size: DataInputSizeOpt = None,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = 2,

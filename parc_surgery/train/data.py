@@ -26,6 +26,7 @@ __all__ = [
     "EpochSampler",
     "ImageSet",
     "ShardSampler",
+    "UnreadableImage",
     "batches",
     "eval_loader",
     "head_classes",
@@ -115,9 +116,8 @@ class ImageSet(Dataset):
                 picture = image.convert(getattr(self.dataset, "input_img_mode", None) or "RGB")
         except (OSError, ValueError, SyntaxError) as err:  # PIL's decode errors
             name = self.dataset.filename(index, absolute=True)
-            raise DataError(
-                f"{name}: not a readable image ({type(err).__name__}: {err})",
-                hint="replace or delete the file, then run the command again",
+            raise UnreadableImage(
+                f"{name}: not a readable image ({type(err).__name__}: {err})"
             ) from None
         if self.transform is not None:
             picture = self.transform(picture)
@@ -310,20 +310,27 @@ def eval_loader(
     )
 
 
+class UnreadableImage(Exception):
+    """An image that does not decode; `batches` turns it into a DataError.
+
+    Not a DataError itself: DataLoader rebuilds a worker's exception from its type and the
+    traceback text, which a ParcSurgeryError's constructor does not take.
+    """
+
+
 def batches(loader: DataLoader) -> Iterator:
-    """Iterate `loader`; a DataError raised in a worker process keeps its own message."""
+    """Iterate `loader`; an unreadable image, in this process or a worker, is a DataError."""
     try:
         yield from loader
-    except DataError as err:
-        raise _unwrapped(err) from None
+    except UnreadableImage as err:
+        raise DataError(
+            _original_message(str(err)),
+            hint="replace or delete the file, then run the command again",
+        ) from None
 
 
-def _unwrapped(err: DataError) -> DataError:
-    # DataLoader re-raises a worker's exception as type(err)(traceback text): keep the
-    # original message, which is the traceback's last line after the class name.
-    text = err.what
-    if "Original Traceback" not in text:
-        return err
-    marker = f"{DataError.__module__}.{DataError.__name__}: "
+def _original_message(text: str) -> str:
+    # From a worker, the text is the whole traceback; the message is its last line.
+    marker = f"{UnreadableImage.__module__}.{UnreadableImage.__name__}: "
     lines = [line for line in text.splitlines() if line.startswith(marker)]
-    return DataError(lines[-1][len(marker) :] if lines else text.strip().splitlines()[-1])
+    return lines[-1][len(marker) :] if lines else text

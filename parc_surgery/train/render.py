@@ -49,7 +49,9 @@ def summary_table(result) -> Table:
     table.add_column("top-5", justify="right")
     table.add_column("loss", justify="right")
     for row in rows:
-        table.add_row(escape(row["stage"]), _pct(row["top1"]), _pct(row["top5"]), f"{row['loss']:.4f}")
+        table.add_row(
+            escape(row["stage"]), _pct(row["top1"]), _pct(row["top5"]), f"{row['loss']:.4f}"
+        )
     return table
 
 

@@ -30,7 +30,15 @@ from parc_surgery.train.evaluate import EvalResult, evaluate
 from parc_surgery.train.loop import Measurements, Trainer, TrainProgress
 from parc_surgery.train.phases import TrainConfig
 
-__all__ = ["EvalReport", "FinetuneResult", "evaluate_source", "finetune"]
+__all__ = [
+    "DataBundle",
+    "EvalReport",
+    "FinetuneResult",
+    "evaluate_source",
+    "finetune",
+    "prepare_data",
+    "train_model",
+]
 
 
 @dataclass
@@ -132,7 +140,7 @@ def evaluate_source(
         if weights is not None:
             load_source_weights(model, weights)
         else:
-            progress.note(f"no --weights: evaluating {name} with random initial weights")
+            progress.note(f"warning: no --weights: evaluating {name} with random initial weights")
     size = data.input_size or _model_input_size(model, plan)
     model.to(info.device).eval()
     images = open_split(data, data.val_split, num_classes=head_classes(model))
@@ -145,6 +153,59 @@ def evaluate_source(
     return EvalReport(
         name, kind, str(weights) if weights else None, str(data.root), data.val_split, size, result
     )
+
+
+@dataclass
+class DataBundle:
+    """Both splits of a data set, their transforms set, and their loaders."""
+
+    train_set: Any
+    val_set: Any
+    train: Any  # DataLoader over train_set (shuffled by an EpochSampler)
+    val: Any  # DataLoader over val_set (in order, sharded over ranks)
+
+
+def prepare_data(
+    model: nn.Module, data: DataConfig, size: tuple[int, int], info: Distributed, *, seed: int
+) -> DataBundle:
+    """Open and check both splits for `model`; timm's transforms at `size`; the loaders."""
+    classes = head_classes(model)
+    train_set = open_split(data, data.train_split, num_classes=classes)
+    val_set = open_split(
+        data, data.val_split, num_classes=classes, reference=train_set.class_to_idx
+    )
+    train_set.set_transform(transform_for(model, data, size, training=True))
+    val_set.set_transform(transform_for(model, data, size, training=False))
+    where = {"rank": info.rank, "world": info.world_size, "device": info.device}
+    return DataBundle(
+        train_set,
+        val_set,
+        train_loader(train_set, data, seed=seed, **where),
+        eval_loader(val_set, data, **where),
+    )
+
+
+def train_model(
+    model: nn.Module,
+    data: DataConfig,
+    config: TrainConfig,
+    *,
+    input_size: tuple[int, int] | None = None,
+    info: Distributed | None = None,
+    progress: TrainProgress | None = None,
+) -> Measurements:
+    """Supervised training of any model on labels alone (config.epochs; no teacher).
+
+    The model ends holding the weights of its best epoch. This is how the recovery
+    benchmark trains its originals from scratch.
+    """
+    info = info or init_distributed()
+    model.to(info.device)
+    size = data.input_size or input_size or _model_input_size(model)
+    sets = prepare_data(model, data, size, info, seed=config.seed)
+    trainer = Trainer(model, None, [], sets.train, sets.val, config, info, progress=progress)
+    with _deterministic(info.device.type == "cpu"):
+        return trainer.run()
 
 
 def _check_teacher(teacher_weights, no_teacher: bool) -> None:
@@ -230,16 +291,8 @@ def finetune(
                 model.to(memory_format=torch.channels_last)
 
     size = data.input_size or tuple(plan.input_size)
-    classes = head_classes(student)
-    train_set = open_split(data, data.train_split, num_classes=classes)
-    val_set = open_split(
-        data, data.val_split, num_classes=classes, reference=train_set.class_to_idx
-    )
-    train_set.set_transform(transform_for(student, data, size, training=True))
-    val_set.set_transform(transform_for(student, data, size, training=False))
-    loader_args = {"rank": info.rank, "world": info.world_size, "device": info.device}
-    train = train_loader(train_set, data, seed=config.seed, **loader_args)
-    val = eval_loader(val_set, data, **loader_args)
+    sets = prepare_data(student, data, size, info, seed=config.seed)
+    train_set, val_set = sets.train_set, sets.val_set
 
     checkpoint_sha = file_sha256(checkpoint)
     fingerprint = {
@@ -255,8 +308,8 @@ def finetune(
         student,
         teacher,
         paths,
-        train,
-        val,
+        sets.train,
+        sets.val,
         config,
         info,
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,

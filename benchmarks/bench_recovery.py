@@ -1,0 +1,360 @@
+"""The recovery benchmark: train, convert, recover, measure; the tables of docs/recovery.md.
+
+    python benchmarks/bench_recovery.py [--out-dir out/recovery] [--only resnet26,...]
+                                        [--threads 2] [--write] [--retrain]
+
+For each model: write the digits data set (examples/make_digits.py, 64x64) once; train
+the original timm model from scratch on it (cached in --out-dir unless --retrain);
+convert it with its family's shipped rules, `init: from_local`; evaluate; recover it
+with parc_surgery.train.finetune (warm start + distillation, at most 20% of the
+original's epochs); evaluate again; measure both models' effective receptive field
+(parc_surgery.analysis.erf) on digits and on random inputs and write the ERF figure to
+docs/. The trained checkpoints stay in --out-dir (out/ is ignored by git), so other
+tools can reuse them. --write replaces the generated section of docs/recovery.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+import parc_surgery as ps
+from parc_surgery.analysis.erf import compare_erf, image_inputs, normalisation_of, random_inputs
+from parc_surgery.analysis.erf_plot import write_erf_png
+from parc_surgery.train import (
+    DataConfig,
+    TrainConfig,
+    TrainProgress,
+    evaluate_source,
+    finetune,
+)
+from parc_surgery.train.render import epoch_line
+from parc_surgery.train.run import train_model
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "recovery.md"
+SECTION = "## Measured (benchmarks/bench_recovery.py)"
+SIZE = 64
+TARGET_TOP1 = 97.0  # the original must reach this
+BUDGET = 0.2  # recovery may use this share of the original's epochs
+TOLERANCE = 0.5  # recovered top-1 within this many points of the original's
+
+# (label, timm name, shipped rules, original's training, recovery's training)
+MODELS = [
+    (
+        "ResNet-26",
+        "resnet26",
+        "resnet50",
+        {"epochs": 30, "lr": 2e-3},
+        {"warmup_epochs": 1, "epochs": 5, "lr": 5e-4, "block_lr": 1e-3},
+    ),
+    (
+        "MobileNetV2-0.5",
+        "mobilenetv2_050",
+        "mobilenetv2",
+        {"epochs": 30, "lr": 4e-3},
+        {"warmup_epochs": 1, "epochs": 5, "lr": 1e-3, "block_lr": 2e-3},
+    ),
+]
+# Digits are not mirror-symmetric (hflip 0) and survive crops of half their area.
+AUGMENT = {"scale": 0.5, "hflip": 0.0}
+
+
+class Lines(TrainProgress):
+    """Epoch lines on stderr, so a long run shows it is alive."""
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def epoch_done(self, record) -> None:
+        print(f"  {self.label}: {epoch_line(record)}", file=sys.stderr, flush=True)
+
+    def note(self, text: str) -> None:
+        print(f"  {self.label}: {text}", file=sys.stderr, flush=True)
+
+
+def make_digits(out_dir: Path) -> Path:
+    """The digits ImageFolder tree under out_dir/digits (written once)."""
+    target = out_dir / "digits"
+    if (target / "val").is_dir():
+        return target
+    spec = importlib.util.spec_from_file_location(
+        "make_digits", ROOT / "examples" / "make_digits.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.write_digits(target, size=SIZE)
+    return target
+
+
+def from_local_rules(shipped: str, out_dir: Path) -> Path:
+    """The shipped rules file with `init: from_local` (kernels start from the local conv)."""
+    text = importlib.resources.files("parc_surgery.configs").joinpath(f"{shipped}.yaml").read_text()
+    rules = yaml.safe_load(text)
+    rules["defaults"] = {**rules.get("defaults", {}), "init": "from_local"}
+    rules["description"] = f"{rules.get('description', shipped)} (init from_local)"
+    path = out_dir / f"rules-{shipped}-from-local.yaml"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
+
+
+def data_config(root: Path, batch: int) -> DataConfig:
+    return DataConfig(root=root, batch_size=batch, workers=0, input_size=(SIZE, SIZE), **AUGMENT)
+
+
+def train_original(
+    name: str, label: str, data: DataConfig, settings: dict, out_dir: Path, retrain: bool
+):
+    """Train `name` from scratch (or reuse out_dir's weights); (weights path, history)."""
+    from safetensors.torch import save_file
+
+    weights = out_dir / f"{name}-digits.safetensors"
+    history_file = out_dir / f"{name}-digits.json"
+    if weights.is_file() and history_file.is_file() and not retrain:
+        return weights, json.loads(history_file.read_text())
+    torch.manual_seed(0)
+    model = ps.create_model(name, {"num_classes": 10})
+    config = TrainConfig(
+        epochs=settings["epochs"],
+        warmup_epochs=0,
+        lr=settings["lr"],
+        lr_warmup_epochs=1,
+        weight_decay=0.05,
+        seed=0,
+    )
+    start = time.perf_counter()
+    measured = train_model(model, data, config, progress=Lines(f"{label} original"))
+    seconds = time.perf_counter() - start
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    history = {
+        "epochs": settings["epochs"],
+        "seconds": seconds,
+        "config": config.to_dict(),
+        "history": [r.to_dict() for r in measured.history],
+        "best_epoch": measured.best_epoch,
+        "best": measured.after_finetune.to_dict(),
+    }
+    history_file.write_text(json.dumps(history, indent=1))
+    return weights, history
+
+
+def erf_areas(original, recovered, data_root: Path) -> dict:
+    """50%-mass area ratios of both models on digits (4 per class) and on random inputs."""
+    mean, std = normalisation_of(original)
+    digits = torch.cat(
+        [
+            image_inputs(folder, (SIZE, SIZE), mean, std, limit=4)
+            for folder in sorted((data_root / "val").iterdir())
+        ]
+    )
+    noise = random_inputs(16, (SIZE, SIZE), seed=0)
+    on_digits = compare_erf(original, recovered, digits)
+    on_noise = compare_erf(original, recovered, noise)
+    return {
+        "digits": on_digits,
+        "random": on_noise,
+        "images": int(digits.shape[0]),
+    }
+
+
+def run_model(entry, args, data_root: Path) -> dict:
+    label, name, shipped, original_settings, recovery_settings = entry
+    out = args.out_dir
+    data = data_config(data_root, 64)
+    weights, trained = train_original(name, label, data, original_settings, out, args.retrain)
+    reached = [r["epoch"] for r in trained["history"] if r["val"]["top1"] >= TARGET_TOP1]
+    original = evaluate_source(name, data, weights=weights, model_args={"num_classes": 10})
+
+    converted_path = out / f"{name}-digits-parc.safetensors"
+    ps.convert(
+        name,
+        model_args={"num_classes": 10},
+        input_size=(SIZE, SIZE),
+        rules=str(from_local_rules(shipped, out)),
+        weights=str(weights),
+        output=str(converted_path),
+        force=True,
+    )
+    recovered_path = out / f"{name}-digits-parc-ft.safetensors"
+    config = TrainConfig(
+        warmup_epochs=recovery_settings["warmup_epochs"],
+        epochs=recovery_settings["epochs"],
+        lr=recovery_settings["lr"],
+        block_lr=recovery_settings["block_lr"],
+        lr_warmup_epochs=0.5,
+        seed=0,
+    )
+    start = time.perf_counter()
+    result = finetune(
+        converted_path,
+        data,
+        config,
+        output=recovered_path,
+        teacher_weights=weights,
+        force=True,
+        progress=Lines(f"{label} recovery"),
+    )
+    recovery_seconds = time.perf_counter() - start
+    recovered_eval = evaluate_source(recovered_path, data)
+
+    original_model = ps.create_model(name, {"num_classes": 10})
+    from parc_surgery.checkpoint import load_source_weights
+
+    load_source_weights(original_model, weights)
+    recovered_model = ps.load(recovered_path)
+    areas = erf_areas(original_model.eval(), recovered_model.eval(), data_root)
+    maps = areas["digits"].pop("maps")
+    areas["random"].pop("maps")
+    png = ROOT / "docs" / f"recovery-erf-{name}.png"
+    notes = tuple(
+        f"50% of the mass in {areas['digits'][k]['area_ratio']['50'] * 100:.1f}% of the area"
+        for k in ("original", "converted")
+    )
+    write_erf_png(
+        maps["original"],
+        maps["converted"],
+        png,
+        force=True,
+        notes=notes,
+        title=f"ERF of {name} trained on digits vs its recovered ParC version "
+        f"({SIZE}x{SIZE}, {areas['images']} val digits)",
+    )
+    m = result.measurements
+    epochs_used = config.warmup_epochs + config.epochs
+    return {
+        "label": label,
+        "model": name,
+        "rules": f"shipped:{shipped} + init from_local",
+        "swaps": result.record["swapped_blocks"],
+        "original_epochs": trained["epochs"],
+        "original_first_epoch_at_target": reached[0] if reached else None,
+        "original_train_seconds": trained["seconds"],
+        "recovery_epochs": epochs_used,
+        "recovery_seconds": recovery_seconds,
+        "original": original.result.to_dict(),
+        "converted": m.before.to_dict(),
+        "after_warmstart": m.after_warmstart.to_dict() if m.after_warmstart else None,
+        "after_finetune": m.after_finetune.to_dict() if m.after_finetune else None,
+        "recovered_eval": recovered_eval.result.to_dict(),
+        "best_epoch": m.best_epoch,
+        "block_nmse_before": m.block_nmse_before,
+        "block_nmse_after": m.block_nmse_after,
+        "erf": areas,
+        "erf_png": str(png.relative_to(ROOT)),
+        "target_met": (
+            recovered_eval.result.top1 >= original.result.top1 - TOLERANCE
+            and epochs_used <= BUDGET * trained["epochs"]
+        ),
+    }
+
+
+def markdown(results: list[dict], args) -> str:
+    lines = [
+        SECTION,
+        "",
+        f"Digits ({SIZE}x{SIZE}, 1,437 train / 360 val images), CPU, {args.threads} threads. "
+        "Command: `python benchmarks/bench_recovery.py --write`.",
+        "",
+        "| model | stage | top-1 | top-5 | val loss | epochs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        rows = [
+            ("original (trained from scratch)", r["original"], f"{r['original_epochs']}"),
+            ("converted, before training", r["converted"], "0"),
+            ("after warm start", r["after_warmstart"], "1"),
+            (
+                f"after fine-tune (best epoch {r['best_epoch']})",
+                r["recovered_eval"],
+                str(r["recovery_epochs"]),
+            ),
+        ]
+        for stage, metrics, epochs in rows:
+            if metrics is None:
+                continue
+            lines.append(
+                f"| {r['label']} | {stage} | {metrics['top1']:.2f}% | {metrics['top5']:.2f}% "
+                f"| {metrics['loss']:.4f} | {epochs} |"
+            )
+    lines += [
+        "",
+        "| model | swapped blocks | original reached 97% at epoch | recovery epochs / original's | "
+        "top-1 gap (recovered - original) | target met | train / recovery time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        gap = r["recovered_eval"]["top1"] - r["original"]["top1"]
+        lines.append(
+            f"| {r['label']} | {', '.join(r['swaps'])} | {r['original_first_epoch_at_target']} "
+            f"| {r['recovery_epochs']} / {r['original_epochs']} "
+            f"({r['recovery_epochs'] / r['original_epochs']:.0%}) | {gap:+.2f} "
+            f"| {'yes' if r['target_met'] else 'no'} "
+            f"| {r['original_train_seconds'] / 60:.1f} / {r['recovery_seconds'] / 60:.1f} min |"
+        )
+    lines += [
+        "",
+        "Effective receptive field (share of the input area holding 50% of the gradient "
+        "mass of the last feature map's centre unit; larger is wider):",
+        "",
+        "| model | inputs | original | recovered ParC | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        for kind in ("digits", "random"):
+            e = r["erf"][kind]
+            a, b = e["original"]["area_ratio"]["50"], e["converted"]["area_ratio"]["50"]
+            lines.append(
+                f"| {r['label']} | {kind} | {a * 100:.2f}% | {b * 100:.2f}% | {b / a:.2f}x |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write_section(section: str, doc: Path = DOC) -> None:
+    """Replace this script's section of `doc` (from its heading to the next '## '), or append."""
+    text = doc.read_text() if doc.is_file() else "# Recovery\n"
+    start = text.find(SECTION)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        end = text.find("\n## ", start + len(SECTION))
+        rest = text[end + 1 :] if end >= 0 else ""
+        text = text[:start] + section + ("\n" + rest if rest else "")
+    doc.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out-dir", type=Path, default=ROOT / "out" / "recovery")
+    parser.add_argument("--only", default=None, help="comma-separated timm names")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--write", action="store_true", help="update docs/recovery.md")
+    parser.add_argument("--retrain", action="store_true", help="train the originals again")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    data_root = make_digits(args.out_dir)
+    chosen = set(args.only.split(",")) if args.only else None
+    results = []
+    for entry in MODELS:
+        if chosen and entry[1] not in chosen:
+            continue
+        print(f"{entry[0]}:", file=sys.stderr, flush=True)
+        results.append(run_model(entry, args, data_root))
+        (args.out_dir / f"{entry[1]}-recovery.json").write_text(json.dumps(results[-1], indent=1))
+    section = markdown(results, args)
+    print(section)
+    if args.write:
+        write_section(section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
