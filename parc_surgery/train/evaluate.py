@@ -14,7 +14,7 @@ from torch import nn
 from parc_surgery.train.data import batches, head_classes
 from parc_surgery.train.distributed import Distributed, all_reduce_sum, unwrap
 
-__all__ = ["EvalResult", "autocast_for", "evaluate"]
+__all__ = ["EvalResult", "autocast_for", "evaluate", "evaluating"]
 
 
 @dataclass
@@ -31,6 +31,19 @@ class EvalResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module):
+    """Eval mode inside; afterwards every module gets back its own mode (in phase 1 they
+    differ: a model-wide .train(flag) would not restore them)."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, mode in modes:
+            module.training = mode
 
 
 def autocast_for(device: torch.device, amp: bool):
@@ -53,13 +66,10 @@ def evaluate(
 
     images/s is the images of all ranks over this rank's wall time, data loading included.
     """
-    # Each module's own mode: in phase 1 only the swapped blocks are in train mode.
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=info.device)  # top1, top5, loss, n
     topk = min(5, head_classes(unwrap(model)) or 5)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with evaluating(model), torch.inference_mode():
         for images, targets in batches(loader):
             images = images.to(info.device, non_blocking=True)
             targets = targets.to(info.device, non_blocking=True)
@@ -77,8 +87,6 @@ def evaluate(
             if on_batch is not None:
                 on_batch(targets.numel())
     seconds = time.perf_counter() - start
-    for module, mode in modes:
-        module.training = mode
     top1, top5, loss, count = all_reduce_sum(sums, info).tolist()
     share = 1.0 / count if count else float("nan")
     return EvalResult(

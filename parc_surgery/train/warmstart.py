@@ -4,8 +4,9 @@ The teacher (the original model) runs on a batch with forward hooks on the modul
 Plan swapped; each hook keeps its module's input and output. Each new block then runs on
 its original's input, and its loss is the mean squared error to the original's output, divided per
 image by that output's mean square (so every block counts alike, whatever its scale).
-Only the swapped blocks train; the rest of the student is frozen and stays in eval mode,
-so no BatchNorm outside them moves. The teacher's forward stops at the last hooked block.
+Only the swapped blocks' parameters train; the whole student stays in eval mode, so no
+BatchNorm statistic moves (see freeze_outside). The teacher's forward stops at the last
+hooked block.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import nn
 
 from parc_surgery.train.data import batches
 from parc_surgery.train.distributed import Distributed, all_reduce_sum
+from parc_surgery.train.evaluate import evaluating
 
 __all__ = ["BlockCapture", "BlockwiseStudent", "block_errors", "freeze_outside"]
 
@@ -94,12 +96,18 @@ class BlockwiseStudent(nn.Module):
 
 
 def freeze_outside(student: nn.Module, paths: Sequence[str]) -> list[nn.Parameter]:
-    """Freeze the student but the blocks at `paths` (which go to train mode); their params."""
+    """Freeze the student but the blocks at `paths`; returns their parameters.
+
+    The whole student, swapped blocks included, stays in eval mode: a block learns the
+    function it computes at inference (its BatchNorms normalise with the running
+    statistics the original block left, which the teacher's eval-mode output also used),
+    not a batch-statistics variant of it. Only the swapped blocks' parameters get gradients.
+    """
     student.eval().requires_grad_(False)
     params: list[nn.Parameter] = []
     for path in paths:
         block = student.get_submodule(path)
-        block.train().requires_grad_(True)
+        block.requires_grad_(True)
         params.extend(block.parameters())
     return params
 
@@ -117,10 +125,8 @@ def block_errors(
 ) -> dict[str, float]:
     """Each swapped block's normalised MSE to its original, both in eval mode, per image."""
     blocks = BlockwiseStudent(student, paths)
-    modes = [b.training for b in blocks.blocks]
-    blocks.eval()
     sums = torch.zeros(len(paths) + 1, dtype=torch.float64, device=info.device)
-    with BlockCapture(teacher, paths) as capture:
+    with evaluating(blocks), BlockCapture(teacher, paths) as capture:
         for images, _ in batches(loader):
             images = images.to(info.device, non_blocking=True)
             if channels_last:
@@ -131,8 +137,6 @@ def block_errors(
             sums[-1] += images.shape[0]
             if max_images is not None and sums[-1] >= max_images:
                 break
-    for block, mode in zip(blocks.blocks, modes, strict=True):
-        block.train(mode)
     totals = all_reduce_sum(sums, info).tolist()
     count = totals[-1] or float("nan")
     return {path: value / count for path, value in zip(paths, totals[:-1], strict=True)}
