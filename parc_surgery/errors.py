@@ -13,12 +13,12 @@ __all__ = [
     "CheckpointError",
     "DataError",
     "ExportError",
+    "Interrupted",
     "NothingMatchedError",
     "OutputError",
     "ParcSurgeryError",
     "RulesError",
     "TraceError",
-    "TrainingInterrupted",
     "UsageError",
     "VerificationError",
     "WeightsError",
@@ -121,8 +121,8 @@ class DataError(ParcSurgeryError):
     exit_code = 10
 
 
-class TrainingInterrupted(ParcSurgeryError):
-    """Ctrl-C (SIGINT) or SIGTERM stopped a fine-tuning run; its state was saved if asked."""
+class Interrupted(ParcSurgeryError):
+    """Ctrl-C (SIGINT) or SIGTERM stopped a run; finetune saved its state if asked to."""
 
     exit_code = 130
 

@@ -36,7 +36,7 @@ from parc_surgery.cli.options import (
     WeightsOpt,
     WorkersOpt,
 )
-from parc_surgery.errors import ParcSurgeryError, TrainingInterrupted, UsageError
+from parc_surgery.errors import Interrupted, ParcSurgeryError, UsageError
 
 __all__ = ["eval_command", "finetune_command"]
 
@@ -134,6 +134,15 @@ def _distributed(device: str):
         info.close()
 
 
+@contextlib.contextmanager
+def _stop_at_once():
+    """Ctrl-C during an evaluation: exit 130 with a message, not click's 'Aborted!'."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted: stopped at once") from None
+
+
 def _data_config(data, dataset, input_size, batch_size, workers, **extra):
     from parc_surgery.train import DataConfig
 
@@ -191,7 +200,7 @@ def eval_command(
     config = _data_config(data, dataset, input_size, batch_size, workers, val_split=split)
     with _distributed(device) as info:
         ui = Output(quiet=quiet or not info.is_main, fmt=fmt)
-        with _progress(ui, info.is_main) as progress:
+        with _progress(ui, info.is_main) as progress, _stop_at_once():
             report = evaluate_source(
                 model,
                 config,
@@ -376,10 +385,10 @@ def finetune_command(
                     progress=progress,
                 )
         except KeyboardInterrupt:
-            raise TrainingInterrupted(
-                "interrupted twice: stopped at once",
-                hint="the state of the last finished epoch (if --checkpoint-dir was given) is "
-                "kept; run the same command with --resume to continue",
+            raise Interrupted(
+                "interrupted: stopped at once",
+                hint="a state saved in --checkpoint-dir after the last finished epoch is "
+                "kept: run the same command with --resume to continue from it",
             ) from None
         if not info.is_main:
             return

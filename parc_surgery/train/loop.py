@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from parc_surgery.errors import TrainingInterrupted
+from parc_surgery.errors import Interrupted
 from parc_surgery.train.data import batches
 from parc_surgery.train.distributed import Distributed, all_reduce_sum, unwrap
 from parc_surgery.train.evaluate import EvalResult, evaluate
@@ -178,8 +178,9 @@ class Trainer:
 
     def run(self, *, resume: bool = False) -> Measurements:
         """Train; the student ends holding the best weights. Returns what was measured."""
+        # Before the first step (measuring the start) Ctrl-C stops at once: nothing to save.
+        phase_state = self._restore() if resume else self._start()
         with self.signals:
-            phase_state = self._restore() if resume else self._start()
             for index, (name, epochs) in enumerate(self.phases):
                 if index < self.position.phase:
                     continue
@@ -332,7 +333,7 @@ class Trainer:
             )
         else:
             hint = "nothing was saved; pass --checkpoint-dir DIR to be able to resume"
-        err = TrainingInterrupted(f"{name} received: stopped {where}", hint=hint)
+        err = Interrupted(f"{name} received: stopped {where}", hint=hint)
         err.exit_code = 128 + int(signum)
         raise err
 

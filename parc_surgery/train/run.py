@@ -29,6 +29,7 @@ from parc_surgery.train.distributed import Distributed, init_distributed, unwrap
 from parc_surgery.train.evaluate import EvalResult, evaluate
 from parc_surgery.train.loop import Measurements, Trainer, TrainProgress
 from parc_surgery.train.phases import TrainConfig
+from parc_surgery.train.state import STATE_NAME
 
 __all__ = [
     "DataBundle",
@@ -265,6 +266,11 @@ def finetune(
         check_output(output, force=force)  # fail before the slow part, not after
         if checkpoint_dir is not None:
             Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            if not resume and (Path(checkpoint_dir) / STATE_NAME).exists():
+                progress.note(
+                    f"warning: {Path(checkpoint_dir) / STATE_NAME} exists and will be replaced "
+                    "by this run's state (pass --resume to continue it instead)"
+                )
     recipe = read_recipe(checkpoint)
     plan = Plan.from_dict(recipe["plan"])
     student = load(checkpoint)
