@@ -165,52 +165,80 @@ def erf_areas(original, recovered, data_root: Path) -> dict:
     }
 
 
-def run_model(entry, args, data_root: Path) -> dict:
-    label, name, shipped, original_settings, recovery_settings = entry
-    out = args.out_dir
-    data = data_config(data_root, 64)
-    weights, trained = train_original(name, label, data, original_settings, out, args.retrain)
-    reached = [r["epoch"] for r in trained["history"] if r["val"]["top1"] >= TARGET_TOP1]
-    original = evaluate_source(name, data, weights=weights, model_args={"num_classes": 10})
+# Variants of the recipe, each with the same epoch budget: (label, init, warm start, teacher).
+RECIPE = ("recipe: from_local, warm start, distillation", "from_local", True, True)
+ABLATIONS = [
+    ("init: paper instead of from_local", "paper", True, True),
+    ("no warm start (6 fine-tune epochs)", "from_local", False, True),
+    ("no teacher (labels only, 6 epochs)", "from_local", False, False),
+]
 
-    converted_path = out / f"{name}-digits-parc.safetensors"
+
+def recover(entry, variant, weights: Path, data: DataConfig, out: Path) -> dict:
+    """Convert and finetune one way; the metrics of each stage and the output path."""
+    label, name, shipped, _, settings = entry
+    title, init, warm, teacher = variant
+    tag = init + ("" if warm else "-nowarm") + ("" if teacher else "-noteacher")
+    converted = out / f"{name}-digits-parc-{tag}.safetensors"
+    rules = from_local_rules(shipped, out) if init == "from_local" else shipped
     ps.convert(
         name,
         model_args={"num_classes": 10},
         input_size=(SIZE, SIZE),
-        rules=str(from_local_rules(shipped, out)),
+        rules=str(rules),
         weights=str(weights),
-        output=str(converted_path),
+        output=str(converted),
         force=True,
     )
-    recovered_path = out / f"{name}-digits-parc-ft.safetensors"
+    budget = settings["warmup_epochs"] + settings["epochs"]
     config = TrainConfig(
-        warmup_epochs=recovery_settings["warmup_epochs"],
-        epochs=recovery_settings["epochs"],
-        lr=recovery_settings["lr"],
-        block_lr=recovery_settings["block_lr"],
+        warmup_epochs=settings["warmup_epochs"] if warm else 0,
+        epochs=settings["epochs"] if warm else budget,
+        lr=settings["lr"],
+        block_lr=settings["block_lr"],
         lr_warmup_epochs=0.5,
         seed=0,
     )
+    recovered = out / f"{name}-digits-parc-{tag}-ft.safetensors"
     start = time.perf_counter()
     result = finetune(
-        converted_path,
+        converted,
         data,
         config,
-        output=recovered_path,
-        teacher_weights=weights,
+        output=recovered,
+        teacher_weights=weights if teacher else None,
+        no_teacher=not teacher,
         force=True,
-        progress=Lines(f"{label} recovery"),
+        progress=Lines(f"{label} {title}"),
     )
-    recovery_seconds = time.perf_counter() - start
-    recovered_eval = evaluate_source(recovered_path, data)
+    seconds = time.perf_counter() - start
+    m = result.measurements
+    final = evaluate_source(recovered, data).result  # as `parc-surgery eval` measures it
+    return {
+        "variant": title,
+        "rules": f"shipped:{shipped}" + (" + init from_local" if init == "from_local" else ""),
+        "swaps": result.record["swapped_blocks"],
+        "epochs": budget,
+        "seconds": seconds,
+        "converted": m.before.to_dict(),
+        "after_warmstart": m.after_warmstart.to_dict() if m.after_warmstart else None,
+        "after_finetune": m.after_finetune.to_dict() if m.after_finetune else None,
+        "final": final.to_dict(),
+        "best_epoch": m.best_epoch,
+        "block_nmse_before": m.block_nmse_before,
+        "block_nmse_after": m.block_nmse_after,
+        "history": [r.to_dict() for r in m.history],
+        "output": str(recovered),
+    }
 
-    original_model = ps.create_model(name, {"num_classes": 10})
+
+def erf_figure(name: str, weights: Path, recovered: Path, data_root: Path) -> dict:
+    """Both ERFs: areas on digits and random inputs; the digits figure under docs/."""
     from parc_surgery.checkpoint import load_source_weights
 
+    original_model = ps.create_model(name, {"num_classes": 10})
     load_source_weights(original_model, weights)
-    recovered_model = ps.load(recovered_path)
-    areas = erf_areas(original_model.eval(), recovered_model.eval(), data_root)
+    areas = erf_areas(original_model.eval(), ps.load(recovered).eval(), data_root)
     maps = areas["digits"].pop("maps")
     areas["random"].pop("maps")
     png = ROOT / "docs" / f"recovery-erf-{name}.png"
@@ -227,84 +255,122 @@ def run_model(entry, args, data_root: Path) -> dict:
         title=f"ERF of {name} trained on digits vs its recovered ParC version "
         f"({SIZE}x{SIZE}, {areas['images']} val digits)",
     )
-    m = result.measurements
-    epochs_used = config.warmup_epochs + config.epochs
+    areas["png"] = str(png.relative_to(ROOT))
+    return areas
+
+
+def run_model(entry, args, data_root: Path) -> dict:
+    label, name, _, original_settings, _ = entry
+    out = args.out_dir
+    data = data_config(data_root, 64)
+    weights, trained = train_original(name, label, data, original_settings, out, args.retrain)
+    reached = [r["epoch"] for r in trained["history"] if r["val"]["top1"] >= TARGET_TOP1]
+    original = evaluate_source(name, data, weights=weights, model_args={"num_classes": 10})
+    main = recover(entry, RECIPE, weights, data, out)
+    ablations = [recover(entry, v, weights, data, out) for v in ABLATIONS] if args.ablations else []
     return {
         "label": label,
         "model": name,
-        "rules": f"shipped:{shipped} + init from_local",
-        "swaps": result.record["swapped_blocks"],
+        "weights": str(weights),
         "original_epochs": trained["epochs"],
         "original_first_epoch_at_target": reached[0] if reached else None,
         "original_train_seconds": trained["seconds"],
-        "recovery_epochs": epochs_used,
-        "recovery_seconds": recovery_seconds,
         "original": original.result.to_dict(),
-        "converted": m.before.to_dict(),
-        "after_warmstart": m.after_warmstart.to_dict() if m.after_warmstart else None,
-        "after_finetune": m.after_finetune.to_dict() if m.after_finetune else None,
-        "recovered_eval": recovered_eval.result.to_dict(),
-        "best_epoch": m.best_epoch,
-        "block_nmse_before": m.block_nmse_before,
-        "block_nmse_after": m.block_nmse_after,
-        "erf": areas,
-        "erf_png": str(png.relative_to(ROOT)),
+        "recovery": main,
+        "ablations": ablations,
+        "erf": erf_figure(name, weights, Path(main["output"]), data_root),
         "target_met": (
-            recovered_eval.result.top1 >= original.result.top1 - TOLERANCE
-            and epochs_used <= BUDGET * trained["epochs"]
+            main["final"]["top1"] >= original.result.top1 - TOLERANCE
+            and main["epochs"] <= BUDGET * trained["epochs"]
         ),
     }
+
+
+def _row(*cells) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def _pct(metrics: dict | None, key: str = "top1") -> str:
+    return "-" if metrics is None else f"{metrics[key]:.2f}%"
 
 
 def markdown(results: list[dict], args) -> str:
     lines = [
         SECTION,
         "",
-        f"Digits ({SIZE}x{SIZE}, 1,437 train / 360 val images), CPU, {args.threads} threads. "
-        "Command: `python benchmarks/bench_recovery.py --write`.",
+        f"Digits ({SIZE}x{SIZE}, 1,437 train / 360 val images), CPU, {args.threads} "
+        f"thread(s). Command: `python benchmarks/bench_recovery.py --threads {args.threads}"
+        f"{' --ablations' if args.ablations else ''} --write`.",
         "",
-        "| model | stage | top-1 | top-5 | val loss | epochs |",
+        _row("model", "stage", "top-1", "top-5", "val loss", "epochs"),
         "|---|---|---|---|---|---|",
     ]
     for r in results:
+        rec = r["recovery"]
         rows = [
-            ("original (trained from scratch)", r["original"], f"{r['original_epochs']}"),
-            ("converted, before training", r["converted"], "0"),
-            ("after warm start", r["after_warmstart"], "1"),
-            (
-                f"after fine-tune (best epoch {r['best_epoch']})",
-                r["recovered_eval"],
-                str(r["recovery_epochs"]),
-            ),
+            ("original, trained from scratch", r["original"], r["original_epochs"]),
+            ("converted, before training", rec["converted"], 0),
+            ("after warm start", rec["after_warmstart"], 1),
+            (f"after fine-tune (best epoch {rec['best_epoch']})", rec["final"], rec["epochs"]),
         ]
-        for stage, metrics, epochs in rows:
-            if metrics is None:
-                continue
-            lines.append(
-                f"| {r['label']} | {stage} | {metrics['top1']:.2f}% | {metrics['top5']:.2f}% "
-                f"| {metrics['loss']:.4f} | {epochs} |"
-            )
+        for stage, m, epochs in rows:
+            if m is not None:
+                lines.append(
+                    _row(r["label"], stage, _pct(m), _pct(m, "top5"), f"{m['loss']:.4f}", epochs)
+                )
     lines += [
         "",
-        "| model | swapped blocks | original reached 97% at epoch | recovery epochs / original's | "
-        "top-1 gap (recovered - original) | target met | train / recovery time |",
+        _row(
+            "model",
+            "swapped blocks",
+            "original reached 97% at epoch",
+            "epochs, recovery / original",
+            "top-1, recovered - original",
+            "target met",
+            "time, original / recovery",
+        ),
         "|---|---|---|---|---|---|---|",
     ]
     for r in results:
-        gap = r["recovered_eval"]["top1"] - r["original"]["top1"]
+        rec = r["recovery"]
         lines.append(
-            f"| {r['label']} | {', '.join(r['swaps'])} | {r['original_first_epoch_at_target']} "
-            f"| {r['recovery_epochs']} / {r['original_epochs']} "
-            f"({r['recovery_epochs'] / r['original_epochs']:.0%}) | {gap:+.2f} "
-            f"| {'yes' if r['target_met'] else 'no'} "
-            f"| {r['original_train_seconds'] / 60:.1f} / {r['recovery_seconds'] / 60:.1f} min |"
+            _row(
+                r["label"],
+                ", ".join(rec["swaps"]),
+                r["original_first_epoch_at_target"],
+                f"{rec['epochs']} / {r['original_epochs']} "
+                f"({rec['epochs'] / r['original_epochs']:.0%})",
+                f"{rec['final']['top1'] - r['original']['top1']:+.2f}",
+                "yes" if r["target_met"] else "no",
+                f"{r['original_train_seconds'] / 60:.1f} / {rec['seconds'] / 60:.1f} min",
+            )
         )
+    if any(r["ablations"] for r in results):
+        lines += [
+            "",
+            "The same budget spent other ways (val top-1):",
+            "",
+            _row("model", "variant", "converted", "after warm start", "final", "best epoch"),
+            "|---|---|---|---|---|---|",
+        ]
+        for r in results:
+            for v in [r["recovery"], *r["ablations"]]:
+                lines.append(
+                    _row(
+                        r["label"],
+                        v["variant"],
+                        _pct(v["converted"]),
+                        _pct(v["after_warmstart"]),
+                        _pct(v["final"]),
+                        v["best_epoch"],
+                    )
+                )
     lines += [
         "",
-        "Effective receptive field (share of the input area holding 50% of the gradient "
-        "mass of the last feature map's centre unit; larger is wider):",
+        "Effective receptive field: the share of the input area holding 50% of the "
+        "gradient mass of the last feature map's centre unit (larger is wider):",
         "",
-        "| model | inputs | original | recovered ParC | ratio |",
+        _row("model", "inputs", "original", "recovered ParC", "ratio"),
         "|---|---|---|---|---|",
     ]
     for r in results:
@@ -312,7 +378,7 @@ def markdown(results: list[dict], args) -> str:
             e = r["erf"][kind]
             a, b = e["original"]["area_ratio"]["50"], e["converted"]["area_ratio"]["50"]
             lines.append(
-                f"| {r['label']} | {kind} | {a * 100:.2f}% | {b * 100:.2f}% | {b / a:.2f}x |"
+                _row(r["label"], kind, f"{a * 100:.2f}%", f"{b * 100:.2f}%", f"{b / a:.2f}x")
             )
     return "\n".join(lines) + "\n"
 
@@ -337,6 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="update docs/recovery.md")
     parser.add_argument("--retrain", action="store_true", help="train the originals again")
+    parser.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also recover with paper init, no warm start, no teacher",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out_dir.mkdir(parents=True, exist_ok=True)
