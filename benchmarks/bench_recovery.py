@@ -2,6 +2,7 @@
 
     python benchmarks/bench_recovery.py [--out-dir out/recovery] [--only resnet26,...]
                                         [--threads 2] [--write] [--retrain]
+                                        [--ablations] [--reuse]
 
 For each model: write the digits data set (examples/make_digits.py, 64x64) once; train
 the original timm model from scratch on it (cached in --out-dir unless --retrain);
@@ -10,7 +11,10 @@ with parc_surgery.train.finetune (warm start + distillation, at most 20% of the
 original's epochs); evaluate again; measure both models' effective receptive field
 (parc_surgery.analysis.erf) on digits and on random inputs and write the ERF figure to
 docs/. The trained checkpoints stay in --out-dir (out/ is ignored by git), so other
-tools can reuse them. --write replaces the generated section of docs/recovery.md.
+tools can reuse them. --ablations also recovers with paper init, without the warm start
+and without the teacher (same epoch budget); --reuse takes the recovery results of an
+earlier run from --out-dir and measures the ERF again. --write replaces the generated
+section of docs/recovery.md.
 """
 
 from __future__ import annotations
@@ -155,14 +159,17 @@ def erf_areas(original, recovered, data_root: Path) -> dict:
             for folder in sorted((data_root / "val").iterdir())
         ]
     )
-    noise = random_inputs(16, (SIZE, SIZE), seed=0)
-    on_digits = compare_erf(original, recovered, digits)
-    on_noise = compare_erf(original, recovered, noise)
-    return {
-        "digits": on_digits,
-        "random": on_noise,
+    areas = {
+        "digits": compare_erf(original, recovered, digits),
+        "random": compare_erf(original, recovered, random_inputs(16, (SIZE, SIZE), seed=0)),
+        # At twice the size the converted stages' maps are 8x8 and 4x4, where a global
+        # kernel reaches much further than a 3x3 one (ParC resamples its kernels).
+        "random 128x128": compare_erf(original, recovered, random_inputs(16, (128, 128), seed=0)),
         "images": int(digits.shape[0]),
     }
+    for kind in ("random", "random 128x128"):
+        areas[kind].pop("maps")
+    return areas
 
 
 # Variants of the recipe, each with the same epoch budget: (label, init, warm start, teacher).
@@ -240,7 +247,6 @@ def erf_figure(name: str, weights: Path, recovered: Path, data_root: Path) -> di
     load_source_weights(original_model, weights)
     areas = erf_areas(original_model.eval(), ps.load(recovered).eval(), data_root)
     maps = areas["digits"].pop("maps")
-    areas["random"].pop("maps")
     png = ROOT / "docs" / f"recovery-erf-{name}.png"
     notes = tuple(
         f"50% of the mass in {areas['digits'][k]['area_ratio']['50'] * 100:.1f}% of the area"
@@ -266,8 +272,15 @@ def run_model(entry, args, data_root: Path) -> dict:
     weights, trained = train_original(name, label, data, original_settings, out, args.retrain)
     reached = [r["epoch"] for r in trained["history"] if r["val"]["top1"] >= TARGET_TOP1]
     original = evaluate_source(name, data, weights=weights, model_args={"num_classes": 10})
-    main = recover(entry, RECIPE, weights, data, out)
-    ablations = [recover(entry, v, weights, data, out) for v in ABLATIONS] if args.ablations else []
+    saved = out / f"{name}-recovery.json"
+    if args.reuse and saved.is_file():  # the recovery runs of a previous call: ERF only
+        previous = json.loads(saved.read_text())
+        main, ablations = previous["recovery"], previous["ablations"]
+    else:
+        main = recover(entry, RECIPE, weights, data, out)
+        ablations = (
+            [recover(entry, v, weights, data, out) for v in ABLATIONS] if args.ablations else []
+        )
     return {
         "label": label,
         "model": name,
@@ -374,7 +387,7 @@ def markdown(results: list[dict], args) -> str:
         "|---|---|---|---|---|",
     ]
     for r in results:
-        for kind in ("digits", "random"):
+        for kind in ("digits", "random", "random 128x128"):
             e = r["erf"][kind]
             a, b = e["original"]["area_ratio"]["50"], e["converted"]["area_ratio"]["50"]
             lines.append(
@@ -403,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--write", action="store_true", help="update docs/recovery.md")
     parser.add_argument("--retrain", action="store_true", help="train the originals again")
+    parser.add_argument(
+        "--reuse", action="store_true", help="reuse --out-dir's recovery results; ERF only"
+    )
     parser.add_argument(
         "--ablations",
         action="store_true",

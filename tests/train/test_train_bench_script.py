@@ -54,7 +54,7 @@ def test_the_tables_show_every_stage_the_gap_and_the_erf(tmp_path):
         "original_train_seconds": 600.0,
         "recovery": recovery,
         "ablations": [{**recovery, "variant": "no teacher", "after_warmstart": None}],
-        "erf": {"digits": erf, "random": erf},
+        "erf": {"digits": erf, "random": erf, "random 128x128": erf},
         "target_met": False,
     }
     args = argparse.Namespace(threads=1, ablations=True)
