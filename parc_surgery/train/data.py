@@ -136,12 +136,16 @@ def _split_source(config: DataConfig, split: str) -> Path:
             hint=f"point --data at a folder holding {config.train_split}/ and "
             f"{config.val_split}/ (class folders of images inside each)",
         )
-    if root.is_file() and root.suffix == ".tar":
-        return root
+    if not root.is_dir():
+        raise DataError(
+            f"--data {root} is a file, not a folder",
+            hint=f"point --data at the folder holding {config.train_split}/ and "
+            f"{config.val_split}/ (or {config.train_split}.tar and {config.val_split}.tar)",
+        )
     for candidate in (root / split, root / f"{split}.tar"):
         if candidate.exists():
             return candidate
-    present = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    present = sorted(p.name for p in root.iterdir())
     raise DataError(
         f"split {split!r} not found: neither {root / split} nor {root / split}.tar exists "
         f"(found: {', '.join(present[:8]) or 'nothing'})",

@@ -61,6 +61,12 @@ def test_a_missing_data_folder_is_named(convnext, tmp_path):
     _clean(_eval(convnext[0], missing), 10, str(missing), "does not exist")
 
 
+def test_a_file_given_as_the_data_folder_is_named(convnext, tmp_path):
+    single = tmp_path / "one.png"
+    single.write_bytes(b"x")
+    _clean(_eval(convnext[0], single), 10, str(single), "is a file, not a folder")
+
+
 def test_a_missing_split_names_the_folder_it_looked_for(convnext, digits, tmp_path):
     data = tmp_path / "only-train"
     shutil.copytree(digits / "train", data / "train")

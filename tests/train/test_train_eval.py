@@ -143,3 +143,20 @@ def test_weights_with_a_checkpoint_is_a_usage_error(convnext, digits):
     checkpoint, weights = convnext
     result = _eval(str(checkpoint), "--data", str(digits), "--weights", str(weights))
     assert result.exit_code == 2 and "holds its weights" in result.stderr
+
+
+def test_a_split_in_a_tar_file_gives_the_numbers_of_the_folder(convnext, digits, tmp_path):
+    import tarfile
+
+    checkpoint, _ = convnext
+    packed = tmp_path / "packed"
+    packed.mkdir()
+    with tarfile.open(packed / "val.tar", "w") as tar:
+        for folder in sorted((digits / "val").iterdir()):
+            tar.add(folder, arcname=folder.name)
+    from_folder = _eval(str(checkpoint), "--data", str(digits))
+    from_tar = _eval(str(checkpoint), "--data", str(packed))
+    assert from_folder.exit_code == 0 and from_tar.exit_code == 0, from_tar.output
+    a, b = json.loads(from_folder.stdout), json.loads(from_tar.stdout)
+    assert (a["images"], a["top1"], a["top5"]) == (b["images"], b["top1"], b["top5"])
+    assert abs(a["loss"] - b["loss"]) < 1e-6
