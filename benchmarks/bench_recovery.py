@@ -39,9 +39,9 @@ from parc_surgery.train import (
     TrainProgress,
     evaluate_source,
     finetune,
+    train_model,
 )
 from parc_surgery.train.render import epoch_line
-from parc_surgery.train.run import train_model
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "recovery.md"

@@ -249,9 +249,7 @@ def finetune(
     progress: TrainProgress | None = None,
 ) -> FinetuneResult:
     """Recover a converted checkpoint; write the best weights to `output` (rank 0)."""
-    from parc_surgery.checkpoint import check_output, file_sha256, load, read_recipe, save
-    from parc_surgery.plan import Plan
-    from parc_surgery.train.distill import build_teacher
+    from parc_surgery.checkpoint import check_output, file_sha256, save
 
     _check_teacher(teacher_weights, no_teacher)
     if not config.epochs and not (config.warmup_epochs and not no_teacher):
@@ -271,6 +269,66 @@ def finetune(
                     f"warning: {Path(checkpoint_dir) / STATE_NAME} exists and will be replaced "
                     "by this run's state (pass --resume to continue it instead)"
                 )
+    recipe, plan, student, teacher, teacher_sha = _models(
+        checkpoint, teacher_weights, no_teacher, config, info, progress
+    )
+    paths = [swap.path for swap in plan.swaps]
+    if not paths:
+        progress.note("the checkpoint swapped nothing: there is no warm start to run")
+
+    size = data.input_size or tuple(plan.input_size)
+    sets = prepare_data(student, data, size, info, seed=config.seed)
+    checkpoint_sha = file_sha256(checkpoint)
+    fingerprint = {
+        "checkpoint_sha256": checkpoint_sha,
+        "teacher_weights_sha256": teacher_sha,
+        "config": config.to_dict(),
+        "data": {k: v for k, v in data.to_dict().items() if k != "workers"},
+        "input_size": list(size),
+        "world_size": info.world_size,
+        "images": [len(sets.train_set), len(sets.val_set)],
+    }
+    trainer = Trainer(
+        student,
+        teacher,
+        paths,
+        sets.train,
+        sets.val,
+        config,
+        info,
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+        fingerprint=fingerprint,
+        progress=progress,
+    )
+    with _deterministic(info.device.type == "cpu"):
+        measurements = trainer.run(resume=resume)
+    record = _record(
+        data, size, sets, config, info, measurements, recipe,
+        teacher={"model": plan.model, "weights_sha256": teacher_sha} if teacher else None,
+        checkpoint_sha256=checkpoint_sha,
+        swapped_blocks=paths,
+    )  # fmt: skip
+    sha = None
+    if info.is_main:
+        sha = save(
+            unwrap(student),
+            plan,
+            output,
+            force=force,
+            source_weights_sha256=recipe.get("source_weights_sha256"),
+            seed=recipe.get("seed"),
+            training=record,
+        )
+    info.barrier()
+    return FinetuneResult(str(output), sha, record, measurements)
+
+
+def _models(checkpoint, teacher_weights, no_teacher: bool, config, info, progress):
+    """(recipe, plan, student, teacher or None, teacher sha256), on the device."""
+    from parc_surgery.checkpoint import load, read_recipe
+    from parc_surgery.plan import Plan
+    from parc_surgery.train.distill import build_teacher
+
     recipe = read_recipe(checkpoint)
     plan = Plan.from_dict(recipe["plan"])
     student = load(checkpoint)
@@ -287,62 +345,34 @@ def finetune(
             )
     elif config.warmup_epochs:
         progress.note("--no-teacher: no warm start (it needs the teacher); fine-tuning on labels")
-    paths = [swap.path for swap in plan.swaps]
-    if not paths:
-        progress.note("the checkpoint swapped nothing: there is no warm start to run")
     for model in (student, teacher):
         if model is not None:
             model.to(info.device)
             if config.channels_last:
                 model.to(memory_format=torch.channels_last)
+    return recipe, plan, student, teacher, teacher_sha
 
-    size = data.input_size or tuple(plan.input_size)
-    sets = prepare_data(student, data, size, info, seed=config.seed)
-    train_set, val_set = sets.train_set, sets.val_set
 
-    checkpoint_sha = file_sha256(checkpoint)
-    fingerprint = {
-        "checkpoint_sha256": checkpoint_sha,
-        "teacher_weights_sha256": teacher_sha,
-        "config": config.to_dict(),
-        "data": {k: v for k, v in data.to_dict().items() if k != "workers"},
-        "input_size": list(size),
-        "world_size": info.world_size,
-        "images": [len(train_set), len(val_set)],
+def _record(data, size, sets, config, info, measurements, recipe, **extra) -> dict[str, Any]:
+    """The `training` record of the output's recipe (plain JSON data)."""
+    splits = {
+        name: {"images": len(images), "classes": _count(images)}
+        for name, images in (("train", sets.train_set), ("val", sets.val_set))
     }
-    trainer = Trainer(
-        student,
-        teacher,
-        paths,
-        sets.train,
-        sets.val,
-        config,
-        info,
-        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
-        fingerprint=fingerprint,
-        progress=progress,
-    )
-    with _deterministic(info.device.type == "cpu"):
-        measurements = trainer.run(resume=resume)
-    record = _plain(
+    return _plain(
         {
             "data": {
                 **data.to_dict(),
                 "root": str(Path(data.root).resolve()),
                 "input_size": list(size),
-                "splits": {
-                    "train": {"images": len(train_set), "classes": _count(train_set)},
-                    "val": {"images": len(val_set), "classes": _count(val_set)},
-                },
+                "splits": splits,
             },
             "hyper_parameters": {
                 **config.to_dict(),
                 "batch_size": data.batch_size,
                 "global_batch_size": data.batch_size * info.world_size,
             },
-            "teacher": {"model": plan.model, "weights_sha256": teacher_sha} if teacher else None,
-            "checkpoint_sha256": checkpoint_sha,
-            "swapped_blocks": paths,
+            **extra,
             "seed": config.seed,
             "world_size": info.world_size,
             "device": info.device.type,
@@ -350,19 +380,6 @@ def finetune(
             "previous": recipe.get("training"),
         }
     )
-    sha = None
-    if info.is_main:
-        sha = save(
-            unwrap(student),
-            plan,
-            output,
-            force=force,
-            source_weights_sha256=recipe.get("source_weights_sha256"),
-            seed=recipe.get("seed"),
-            training=record,
-        )
-    info.barrier()
-    return FinetuneResult(str(output), sha, record, measurements)
 
 
 def _count(images) -> int | None:
