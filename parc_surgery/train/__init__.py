@@ -3,8 +3,8 @@
 data.py (timm datasets, transforms, samplers) -> evaluate.py (top-1/5, loss) ->
 warmstart.py (phase 1) + distill.py (phase 2's loss, the teacher) -> phases.py ->
 loop.py (epochs, best weights, resume, signals) -> run.py (finetune, evaluate_source,
-train_model);
-distributed.py (torchrun -> DDP) and state.py (resumable state) serve the loop.
+train_model); distributed.py (torchrun -> DDP) and state.py (resumable state) serve
+the loop; render.py prints tables and lines for the CLI.
 """
 
 from __future__ import annotations
