@@ -44,6 +44,8 @@ def test_the_tables_show_every_stage_the_gap_and_the_erf(tmp_path):
         "after_warmstart": _metrics(95.0),
         "final": _metrics(98.5),
         "best_epoch": 4,
+        "block_nmse_before": {"blocks.3.2": 0.5},
+        "block_nmse_after": {"blocks.3.2": 0.25},
     }
     erf = {"original": {"area_ratio": {"50": 0.2}}, "converted": {"area_ratio": {"50": 0.3}}}
     result = {
@@ -64,6 +66,7 @@ def test_the_tables_show_every_stage_the_gap_and_the_erf(tmp_path):
     assert "| 6 / 30 (20%) | -0.50 | no |" in text
     assert "| Net | no teacher | 90.00% | - | 98.50% | 4 |" in text
     assert "| Net | digits | 20.00% | 30.00% | 1.50x |" in text
+    assert "| Net | blocks.3.2 | 0.5000 | 0.2500 | 0.50 |" in text
     doc = tmp_path / "recovery.md"
     doc.write_text("# Recovery\n\n## The benchmark\n\nkept\n")
     script.write_section(text, doc)
