@@ -180,3 +180,24 @@ def test_a_teacher_other_than_the_converted_weights_is_warned_about(convnext, di
     )
     assert result.exit_code == 0, result.output
     assert "warning: the checkpoint was converted from weights with sha256" in result.stderr
+
+
+def test_with_ema_the_saved_weights_are_the_averaged_ones(convnext, digits, tmp_path):
+    checkpoint, weights = convnext
+    data = _data(digits, augment=False)
+    outputs = {}
+    for name, decay in (("plain", None), ("ema", 0.5)):
+        outputs[name] = tmp_path / f"{name}.safetensors"
+        result = finetune(
+            checkpoint,
+            data,
+            TrainConfig(epochs=1, warmup_epochs=0, lr=1e-3, ema_decay=decay),
+            output=outputs[name],
+            teacher_weights=weights,
+        )
+        assert result.record["hyper_parameters"]["ema_decay"] == decay
+    plain, ema, start = tensors(outputs["plain"]), tensors(outputs["ema"]), tensors(checkpoint)
+    moved = [k for k in start if not torch.equal(plain[k], start[k])]
+    assert moved
+    # The same run (same seed) with an EMA kept saves the average, not the last weights.
+    assert not all(torch.equal(plain[k], ema[k]) for k in moved)
