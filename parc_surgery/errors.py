@@ -11,7 +11,9 @@ __all__ = [
     "EXIT_CODES",
     "BatchError",
     "CheckpointError",
+    "DataError",
     "ExportError",
+    "Interrupted",
     "NothingMatchedError",
     "OutputError",
     "ParcSurgeryError",
@@ -117,6 +119,19 @@ class ExportError(ParcSurgeryError):
     exit_code = 9
 
 
+class DataError(ParcSurgeryError):
+    """A data set that cannot be used: missing folder or split, no images, a class count
+    that differs from the model's head, an unreadable image."""
+
+    exit_code = 10
+
+
+class Interrupted(ParcSurgeryError):
+    """Ctrl-C (SIGINT) or SIGTERM stopped a run; finetune saved its state if asked to."""
+
+    exit_code = 130
+
+
 EXIT_CODES: dict[int, str] = {
     0: "success",
     1: "internal error (a bug: please report it with the traceback)",
@@ -128,5 +143,8 @@ EXIT_CODES: dict[int, str] = {
     7: "output path exists (use --force) or cannot be written",
     8: "one or more batch jobs failed",
     9: "ONNX export failed or did not match PyTorch",
-    130: "interrupted (Ctrl-C); batch prints the summary of the jobs done so far",
+    10: "data error: missing folder or split, no images, wrong class count, unreadable image",
+    130: "interrupted by Ctrl-C (SIGINT): batch prints the summary of the jobs done so far, "
+    "finetune saves its state if --checkpoint-dir was given",
+    143: "stopped by SIGTERM; finetune saved its state if --checkpoint-dir was given",
 }

@@ -98,3 +98,34 @@ def test_ci_jobs_file_converts_every_model(tmp_path):
     report = json.loads(result.stdout)
     assert report["failed"] == 0 and len(report["jobs"]) == 3
     assert all(Path(job["output"]).is_file() for job in report["jobs"])
+
+
+def test_make_digits_writes_a_stratified_imagefolder_of_rgb_pngs(tmp_path):
+    from PIL import Image
+
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "make_digits.py"), str(tmp_path), "--size", "40"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "train: 1437 images in 10 classes" in proc.stdout
+    assert "val: 360 images in 10 classes" in proc.stdout
+    counts = {}
+    for split in ("train", "val"):
+        assert sorted(p.name for p in (tmp_path / split).iterdir()) == [str(d) for d in range(10)]
+        counts[split] = [len(list((tmp_path / split / str(d)).glob("*.png"))) for d in range(10)]
+    for train, val in zip(counts["train"], counts["val"], strict=True):
+        assert abs(val / (train + val) - 0.2) < 0.01  # stratified: a fifth of every class
+    train = {p.name for p in (tmp_path / "train").glob("*/*.png")}
+    assert not train & {p.name for p in (tmp_path / "val").glob("*/*.png")}
+    with Image.open(next((tmp_path / "val" / "7").glob("*.png"))) as image:
+        assert image.mode == "RGB" and image.size == (40, 40)
+    again = subprocess.run(
+        [sys.executable, str(EXAMPLES / "make_digits.py"), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 7 and "already holds" in again.stderr

@@ -42,6 +42,7 @@ from parc_surgery.cli import batch as _batch  # noqa: E402, F401
 from parc_surgery.cli import cam as _cam  # noqa: E402, F401
 from parc_surgery.cli import inspect as _inspect  # noqa: E402, F401  (inspect, rules)
 from parc_surgery.cli import official as _official  # noqa: E402, F401  (import/export-official)
+from parc_surgery.cli import train as _train  # noqa: E402, F401  (eval, finetune)
 
 
 def main() -> None:

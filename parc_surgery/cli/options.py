@@ -22,8 +22,13 @@ __all__ = [
     "Impl",
     "AllowEmptyOpt",
     "AllowOutsideOpt",
+    "BatchSizeOpt",
     "CheckpointArg",
     "DataFormat",
+    "DataInputSizeOpt",
+    "DataOpt",
+    "DatasetOpt",
+    "DeviceOpt",
     "FormatOpt",
     "ForceOpt",
     "ImplOpt",
@@ -43,6 +48,7 @@ __all__ = [
     "StagesOpt",
     "StrictOpt",
     "WeightsOpt",
+    "WorkersOpt",
 ]
 
 
@@ -193,5 +199,44 @@ AllowOutsideOpt = Annotated[
         "--allow-outside",
         help="Let jobs write outside --output-dir and read rules / weights outside the "
         "jobs file's folder (absolute paths, '..', symlinks). Off: such a job fails.",
+    ),
+]
+
+# Data options of `eval` and `finetune`.
+DataOpt = Annotated[
+    Path,
+    typer.Option(
+        "--data",
+        help="Data set root: an ImageFolder tree (train/<class>/*.png, val/<class>/...), "
+        "a folder of split .tar files, or the root of a --dataset.",
+        show_default=False,
+    ),
+]
+DatasetOpt = Annotated[
+    str,
+    typer.Option(
+        "--dataset",
+        help="timm create_dataset name (e.g. torch/cifar10, hfds/NAME); default: folder or tar.",
+    ),
+]
+DataInputSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--input-size",
+        help="224 or 224x288 (HxW). Default: the checkpoint's conversion size, or the "
+        "timm model's pretrained_cfg.",
+    ),
+]
+BatchSizeOpt = Annotated[
+    int, typer.Option("--batch-size", "-b", help="Images per batch per process.")
+]
+WorkersOpt = Annotated[
+    int, typer.Option("--workers", "-j", help="Data loading worker processes per process.")
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="auto | cpu | cuda (auto: CUDA when available; under torchrun one per rank).",
     ),
 ]

@@ -1,0 +1,400 @@
+"""`parc-surgery eval` and `parc-surgery finetune`: measure and recover accuracy.
+
+Argument parsing, progress and exit codes only; the work lives in parc_surgery.train.
+Under torchrun every rank runs this; only rank 0 prints. Importing this module registers
+both commands on `parc_surgery.cli.app`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from parc_surgery.cli import app
+from parc_surgery.cli.common import (
+    EXIT_CODE_HELP,
+    Output,
+    handle_errors,
+    parse_model_args,
+    parse_size,
+)
+from parc_surgery.cli.options import (
+    BatchSizeOpt,
+    DataFormat,
+    DataInputSizeOpt,
+    DataOpt,
+    DatasetOpt,
+    DeviceOpt,
+    ForceOpt,
+    FormatOpt,
+    ModelArgsOpt,
+    QuietOpt,
+    SeedOpt,
+    WeightsOpt,
+    WorkersOpt,
+)
+from parc_surgery.errors import Interrupted, ParcSurgeryError, UsageError
+
+__all__ = ["eval_command", "finetune_command"]
+
+
+class _Lines:
+    """Progress off a terminal: epoch lines and notes on stderr, no bars."""
+
+    def __init__(self, ui: Output):
+        self.ui = ui
+
+    def stage(self, label: str, total: int) -> None:
+        return None
+
+    def advance(self, amount: int = 1) -> None:
+        return None
+
+    def epoch_done(self, record) -> None:
+        from parc_surgery.train.render import epoch_line
+
+        self.ui.info(epoch_line(record))
+
+    def note(self, text: str) -> None:
+        if text.startswith("warning: "):
+            self.ui.warn(text[len("warning: ") :])
+        else:
+            self.ui.info(text)
+
+
+class _Bars(_Lines):
+    """Progress on a terminal: one rich bar per stage (an epoch, an evaluation)."""
+
+    def __init__(self, ui: Output, progress):
+        super().__init__(ui)
+        self.progress = progress
+        self.task = None
+
+    def stage(self, label: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(label, total=total)
+
+    def advance(self, amount: int = 1) -> None:
+        if self.task is not None and amount:
+            self.progress.advance(self.task, amount)
+
+    def epoch_done(self, record) -> None:
+        from parc_surgery.train.render import epoch_line
+
+        self.progress.console.print(epoch_line(record), highlight=False)
+
+
+@contextlib.contextmanager
+def _progress(ui: Output, is_main: bool):
+    """Bars on a terminal, lines elsewhere, silence on ranks other than 0."""
+    from parc_surgery.train import TrainProgress
+
+    if not is_main:
+        yield TrainProgress()
+    elif not ui.interactive:
+        yield _Lines(ui)
+    else:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=ui.err, transient=True) as progress:
+            yield _Bars(ui, progress)
+
+
+@contextlib.contextmanager
+def _distributed(device: str):
+    """Join torchrun's process group (if any); errors on ranks > 0 exit without a message."""
+    from parc_surgery.train.distributed import init_distributed
+
+    info = init_distributed(device)
+    try:
+        yield info
+    except ParcSurgeryError as err:
+        if info.is_main:
+            raise
+        raise typer.Exit(err.exit_code) from None
+    finally:
+        info.close()
+
+
+@contextlib.contextmanager
+def _stop_at_once():
+    """Ctrl-C during an evaluation: exit 130 with a message, not click's 'Aborted!'."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted: stopped at once") from None
+
+
+def _data_config(data, dataset, input_size, batch_size, workers, **extra):
+    from parc_surgery.train import DataConfig
+
+    for name, value, least in (("--batch-size", batch_size, 1), ("--workers", workers, 0)):
+        if value < least:
+            raise UsageError(f"{name} must be at least {least}, got {value}")
+    return DataConfig(
+        root=data,
+        dataset=dataset,
+        input_size=parse_size(input_size),
+        batch_size=batch_size,
+        workers=workers,
+        **extra,
+    )
+
+
+@app.command(name="eval", epilog=EXIT_CODE_HELP)
+@handle_errors
+def eval_command(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="A parc-surgery checkpoint (.safetensors) or a timm model name.",
+            show_default=False,
+        ),
+    ],
+    data: DataOpt,
+    weights: WeightsOpt = None,
+    model_arg: ModelArgsOpt = None,
+    dataset: DatasetOpt = "",
+    split: Annotated[str, typer.Option("--split", "--val-split", help="Split evaluated.")] = "val",
+    input_size: DataInputSizeOpt = None,
+    batch_size: BatchSizeOpt = 64,
+    workers: WorkersOpt = 2,
+    limit: Annotated[
+        int | None,
+        typer.Option("--limit", help="Evaluate N images, spread evenly over the split."),
+    ] = None,
+    device: DeviceOpt = "auto",
+    fmt: FormatOpt = DataFormat.table,
+    quiet: QuietOpt = False,
+) -> None:
+    """Top-1, top-5, mean cross-entropy and images/s of a model on an image folder.
+
+    MODEL is a parc-surgery checkpoint (it holds its weights) or a timm model name with
+    --weights FILE (and --model-arg num_classes=N for a head other than ImageNet's).
+    Images are resized and normalised as the model's pretrained_cfg says (timm's eval
+    transform). Under torchrun each rank evaluates a shard; the numbers are all-reduced.
+    """
+    from parc_surgery.report import dumps
+    from parc_surgery.train import evaluate_source
+    from parc_surgery.train.render import eval_table
+
+    fmt = DataFormat(fmt).value
+    config = _data_config(data, dataset, input_size, batch_size, workers, val_split=split)
+    with _distributed(device) as info:
+        ui = Output(quiet=quiet or not info.is_main, fmt=fmt)
+        with _progress(ui, info.is_main) as progress, _stop_at_once():
+            report = evaluate_source(
+                model,
+                config,
+                weights=weights,
+                model_args=parse_model_args(model_arg),
+                limit=limit,
+                info=info,
+                progress=progress,
+            )
+        if not info.is_main:
+            return
+        if fmt == "json":
+            ui.json(dumps(report.to_dict()))
+        elif not quiet:
+            ui.out.print(eval_table(report))
+
+
+@app.command(name="finetune", epilog=EXIT_CODE_HELP)
+@handle_errors
+def finetune_command(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="A converted parc-surgery checkpoint.", show_default=False)
+    ],
+    data: DataOpt,
+    teacher_weights: Annotated[
+        Path | None,
+        typer.Option(
+            "--teacher-weights",
+            help="Weights of the original model (the teacher; what was converted).",
+        ),
+    ] = None,
+    no_teacher: Annotated[
+        bool,
+        typer.Option(
+            "--no-teacher", help="Fine-tune on labels only: no distillation, no warm start."
+        ),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="Checkpoint to write. Default: <checkpoint>-ft.safetensors."
+        ),
+    ] = None,
+    force: ForceOpt = False,
+    epochs: Annotated[int, typer.Option("--epochs", help="Phase 2 (whole model) epochs.")] = 10,
+    warmup_epochs: Annotated[
+        int,
+        typer.Option("--warmup-epochs", help="Phase 1 (block-wise warm start) epochs; 0 skips it."),
+    ] = 1,
+    lr: Annotated[float, typer.Option("--lr", help="Phase 2 peak learning rate (AdamW).")] = 5e-4,
+    block_lr: Annotated[
+        float, typer.Option("--block-lr", help="Phase 1 learning rate (AdamW).")
+    ] = 1e-3,
+    min_lr: Annotated[float, typer.Option("--min-lr", help="Cosine schedule's floor.")] = 1e-6,
+    lr_warmup_epochs: Annotated[
+        float, typer.Option("--lr-warmup-epochs", help="Linear lr warm-up at phase 2's start.")
+    ] = 0.5,
+    weight_decay: Annotated[
+        float, typer.Option("--weight-decay", help="AdamW weight decay.")
+    ] = 0.05,
+    clip_grad: Annotated[
+        float, typer.Option("--clip-grad", help="Max gradient norm; 0 disables clipping.")
+    ] = 1.0,
+    ema_decay: Annotated[
+        float | None,
+        typer.Option(
+            "--ema-decay", help="Keep an EMA of the weights (timm ModelEmaV3); saved instead."
+        ),
+    ] = None,
+    distill_weight: Annotated[
+        float,
+        typer.Option("--distill-weight", help="w in (1-w)*CE + w*T^2*KL(teacher || student)."),
+    ] = 0.5,
+    temperature: Annotated[float, typer.Option("--temperature", help="T of the KL term.")] = 2.0,
+    dataset: DatasetOpt = "",
+    train_split: Annotated[str, typer.Option("--train-split", help="Split trained on.")] = "train",
+    val_split: Annotated[
+        str, typer.Option("--val-split", help="Split evaluated after each epoch.")
+    ] = "val",
+    input_size: DataInputSizeOpt = None,
+    batch_size: BatchSizeOpt = 64,
+    workers: WorkersOpt = 2,
+    augment: Annotated[
+        bool,
+        typer.Option(
+            "--augment/--no-augment",
+            help="timm's train augmentation; --no-augment trains on the eval transform.",
+        ),
+    ] = True,
+    scale: Annotated[
+        float, typer.Option("--scale", help="RandomResizedCrop's smallest area share.")
+    ] = 0.08,
+    hflip: Annotated[float, typer.Option("--hflip", help="Horizontal flip probability.")] = 0.5,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option("--checkpoint-dir", help="Write resumable state here after every epoch."),
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue from --checkpoint-dir's state.")
+    ] = False,
+    device: DeviceOpt = "auto",
+    amp: Annotated[
+        bool, typer.Option("--amp/--no-amp", help="bf16 autocast on CUDA (CPU runs stay fp32).")
+    ] = True,
+    channels_last: Annotated[
+        bool | None,
+        typer.Option(
+            "--channels-last/--no-channels-last", help="NHWC memory format. Default: on CUDA."
+        ),
+    ] = None,
+    sync_bn: Annotated[
+        bool,
+        typer.Option("--sync-bn", help="SyncBatchNorm across torchrun ranks (CUDA only)."),
+    ] = False,
+    seed: SeedOpt = 0,
+    fmt: FormatOpt = DataFormat.table,
+    quiet: QuietOpt = False,
+) -> None:
+    """Recover a converted checkpoint's accuracy: warm start, then distillation.
+
+    Phase 1 (--warmup-epochs) trains only the swapped blocks, each to reproduce its
+    original block's output from the original's input (captured from the teacher),
+    MSE. Phase 2 (--epochs) trains the whole model on cross-entropy plus KL divergence
+    to the teacher's logits: AdamW, cosine schedule, gradient clipping. Each epoch ends
+    with an evaluation; the best phase-2 epoch is written to --output with a `training`
+    record in its recipe. Under `torchrun --nproc_per_node=N` the same command runs
+    DistributedDataParallel (--batch-size is per process). Ctrl-C stops after the current
+    step and saves the state to --checkpoint-dir (exit 130).
+    """
+    from parc_surgery.report import dumps
+    from parc_surgery.train import TrainConfig, finetune
+    from parc_surgery.train.render import summary_table
+
+    fmt = DataFormat(fmt).value
+    data_config = _data_config(
+        data,
+        dataset,
+        input_size,
+        batch_size,
+        workers,
+        train_split=train_split,
+        val_split=val_split,
+        augment=augment,
+        scale=scale,
+        hflip=hflip,
+    )
+    target = (
+        output if output is not None else checkpoint.with_name(f"{checkpoint.stem}-ft.safetensors")
+    )
+    with _distributed(device) as info:
+        config = TrainConfig(
+            epochs=epochs,
+            warmup_epochs=warmup_epochs,
+            lr=lr,
+            block_lr=block_lr,
+            min_lr=min_lr,
+            lr_warmup_epochs=lr_warmup_epochs,
+            weight_decay=weight_decay,
+            clip_grad=clip_grad or None,
+            ema_decay=ema_decay,
+            distill_weight=distill_weight,
+            temperature=temperature,
+            seed=seed,
+            amp=amp,
+            channels_last=info.device.type == "cuda" if channels_last is None else channels_last,
+            sync_bn=sync_bn,
+        )
+        ui = Output(quiet=quiet or not info.is_main, fmt=fmt)
+        try:
+            with _progress(ui, info.is_main) as progress:
+                result = finetune(
+                    checkpoint,
+                    data_config,
+                    config,
+                    output=target,
+                    teacher_weights=teacher_weights,
+                    no_teacher=no_teacher,
+                    force=force,
+                    checkpoint_dir=checkpoint_dir,
+                    resume=resume,
+                    info=info,
+                    progress=progress,
+                )
+        except KeyboardInterrupt:
+            raise Interrupted(
+                "interrupted: stopped at once",
+                hint="a state saved in --checkpoint-dir after the last finished epoch is "
+                "kept: run the same command with --resume to continue from it",
+            ) from None
+        if not info.is_main:
+            return
+        if fmt == "json":
+            ui.json(dumps(result.to_dict()))
+            return
+        if not quiet:
+            ui.out.print(summary_table(result))
+        ui.info(f"wrote {result.output} (sha256 {result.output_sha256[:16]}...)")
