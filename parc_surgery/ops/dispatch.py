@@ -18,8 +18,10 @@ How "auto" decides, in order:
    output plus the per-frequency channel contraction.
 
 `dtype` is accepted so callers can pass it, but the table is measured in float32 and
-used for every dtype. Choices are memoised per argument tuple (the shapes of a model
-repeat), so "auto" costs a dict lookup per call.
+used for every dtype. Entries carry the device type they were measured on ("cpu" when
+absent); on a device type without entries (CUDA unless a GPU calibration was written)
+the analytic model for that device type decides. Choices are memoised per argument
+tuple (the shapes of a model repeat), so "auto" costs a dict lookup per call.
 """
 
 from __future__ import annotations
@@ -87,16 +89,26 @@ def _kind(channels: int, groups: int) -> str:
     return "depthwise" if channels == groups else "dense"
 
 
-def _model_costs(length: int, channels: int, groups: int, lines: int) -> dict[str, float]:
+def _model_costs(
+    length: int, channels: int, groups: int, lines: int, device_type: str = "cpu"
+) -> dict[str, float]:
     """Rough seconds per backend, fitted by eye to 2-core AVX-512 CPU measurements.
 
     spatial and circulant both do L MACs per output (oneDNN runs long depthwise kernels
     far below BLAS speed; circulant also streams its O*Cg*L*L matrix); fft does
-    O(log L) work per output plus a Cg-long contraction per frequency.
+    O(log L) work per output plus a Cg-long contraction per frequency. On a GPU (not
+    calibrated here) launches dominate small maps and batched GEMMs run near peak:
+    circulant while its matrices stay small, fft beyond.
     """
     cg = max(channels // max(groups, 1), 1)
     macs = lines * cg * length * length
     matrix_bytes = channels * cg * length * length * 4
+    if device_type != "cpu":
+        return {
+            "spatial": 10e-6 + macs / (2e12 if cg == 1 else 20e12),
+            "circulant": 10e-6 + macs / 10e12 + matrix_bytes / 1e12,
+            "fft": 30e-6 + lines * length * (2e-12 * math.log2(length) + 1e-12 * cg),
+        }
     return {
         "spatial": 30e-6 + macs / (20e9 if cg == 1 else 150e9),
         "circulant": 20e-6 + macs / 40e9 + matrix_bytes / 10e9,
@@ -112,25 +124,36 @@ def choose_impl(
     other_len: int,
     dtype: torch.dtype = torch.float32,
     direction: str | None = None,
+    device: torch.device | str = "cpu",
 ) -> str:
     """The backend "auto" uses for a ParC over `length` on (batch, channels, other_len).
 
-    `direction` ('H' / 'W'), when given, prefers calibration entries of that direction.
+    `direction` ('H' / 'W'), when given, prefers calibration entries of that direction;
+    `device` picks the entries measured on its device type.
     """
     forced = current_forced_impl()
     if forced is not None:
         return forced
     table = load_calibration()
     memo = table.setdefault("memo", {})  # lives and dies with the table it was read from
-    key = (length, channels, groups, batch, other_len, direction)
+    device_type = torch.device(device).type
+    key = (length, channels, groups, batch, other_len, direction, device_type)
     choice = memo.get(key)
     if choice is None:
         lines = batch * channels * other_len
-        choice = memo[key] = _choose(table, length, channels, groups, lines, direction)
+        choice = memo[key] = _choose(table, length, channels, groups, lines, direction, device_type)
     return choice
 
 
-def _choose(table: dict, length: int, channels: int, groups: int, lines: int, direction) -> str:
+def _choose(
+    table: dict,
+    length: int,
+    channels: int,
+    groups: int,
+    lines: int,
+    direction,
+    device_type: str = "cpu",
+) -> str:
     if length <= 2:
         return "spatial"  # nothing to gain: the kernel has at most two taps
     cg = max(channels // max(groups, 1), 1)
@@ -138,7 +161,11 @@ def _choose(table: dict, length: int, channels: int, groups: int, lines: int, di
     if channels * cg * length * length > CIRCULANT_MAX_ELEMENTS:
         allowed.discard("circulant")
     kind = _kind(channels, groups)
-    entries = [e for e in table.get("entries", []) if e["kind"] == kind]
+    entries = [
+        e
+        for e in table.get("entries", [])
+        if e["kind"] == kind and e.get("device", "cpu") == device_type
+    ]
     if direction is not None and any(e.get("direction") == direction for e in entries):
         entries = [e for e in entries if e.get("direction") == direction]
     if entries:
@@ -154,6 +181,8 @@ def _choose(table: dict, length: int, channels: int, groups: int, lines: int, di
         times = {k: sum(e["times"][k] for e in nearest) for k in allowed}
     else:
         times = {
-            k: v for k, v in _model_costs(length, channels, groups, lines).items() if k in allowed
+            k: v
+            for k, v in _model_costs(length, channels, groups, lines, device_type).items()
+            if k in allowed
         }
     return min(times, key=times.get)

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from .backends import BACKENDS, eager_inference
+from .dispatch import current_forced_impl
 from .functional import check_direction, check_input, kernel_axis, resolve_impl
 from .resample import resample_kernel
 
@@ -57,7 +58,8 @@ class ParC(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_chs, in_chs // groups, *k_shape))
         self.bias = nn.Parameter(torch.empty(out_chs)) if bias else None
         self.pe = nn.Parameter(torch.empty(1, in_chs, *k_shape)) if use_pe else None
-        self._forms: dict = {}  # a plain attribute, so never part of state_dict
+        self._forms: dict = {}  # plain attributes, so never part of state_dict
+        self._routes: dict = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -69,7 +71,7 @@ class ParC(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
         if self.pe is not None:
             nn.init.trunc_normal_(self.pe, std=0.02)
-        self._forms.clear()
+        self._forget()
 
     def _params(self, length: int, dtype: torch.dtype):
         axis = kernel_axis(self.direction)
@@ -87,9 +89,9 @@ class ParC(nn.Module):
         return prepare(*self._params(length, dtype), self.direction, self.groups, length)
 
     def _version_key(self) -> tuple | None:
-        params = [p for p in (self.weight, self.bias, self.pe) if p is not None]
+        # _parameters directly: nn.Module.__getattr__ costs a microsecond per name.
         try:
-            return tuple((p._version, p.data_ptr()) for p in params)
+            return tuple((p._version, p.data_ptr()) for p in self._parameters.values())
         except RuntimeError:  # inference-mode tensors have no version counter
             return None
 
@@ -107,28 +109,48 @@ class ParC(nn.Module):
         self._forms[key] = (version, form)
         return form
 
-    def resolved_impl(self, x_shape, dtype: torch.dtype = torch.float32) -> str:
-        """The backend this module runs for an input of `x_shape`."""
-        return resolve_impl(self.impl, x_shape, self.in_chs, self.groups, self.direction, dtype)
+    def resolved_impl(
+        self, x_shape, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> str:
+        """The backend this module runs for an input of `x_shape` on `device`."""
+        return resolve_impl(
+            self.impl, x_shape, self.in_chs, self.groups, self.direction, dtype, device
+        )
+
+    def _route(self, x: torch.Tensor) -> str:
+        # The backend per input signature, memoised: `auto` costs one dict lookup per call.
+        key = (x.shape, x.dtype, x.device, current_forced_impl())
+        impl = self._routes.get(key)
+        if impl is None:
+            if len(self._routes) >= 4 * _CACHE_SIZE:
+                self._routes.clear()
+            impl = self._routes[key] = self.resolved_impl(x.shape, x.dtype, x.device)
+        return impl
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """ParC of `x`; `out` (eager no-grad only) is a (B, out_chs, H, W) view to fill."""
         check_input(x, self.in_chs)
-        length = x.shape[kernel_axis(self.direction)]
-        impl = self.resolved_impl(x.shape, x.dtype)
-        cacheable = not self.training and eager_inference()
-        if cacheable:
+        return self._run(x, out, eager_inference())
+
+    def _run(self, x: torch.Tensor, out: torch.Tensor | None, eager: bool) -> torch.Tensor:
+        impl = self._route(x)
+        length = x.shape[2 if self.direction == "H" else 3]
+        if eager and not self.training:
             form = self._cached_form(impl, length, x.dtype, x.device)
         else:
             form = self._make_form(impl, length, x.dtype)
         return BACKENDS[impl][1](x, form, self.direction, self.groups, out)
 
-    def train(self, mode: bool = True):
+    def _forget(self) -> None:
         self._forms.clear()
+        self._routes.clear()
+
+    def train(self, mode: bool = True):
+        self._forget()
         return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):
-        self._forms.clear()  # .to()/.half() etc. make every cached form stale
+        self._forget()  # .to()/.half() etc. make every cached form stale
         return super()._apply(fn, *args, **kwargs)
 
     def extra_repr(self) -> str:
@@ -198,6 +220,6 @@ class ParCPair(nn.Module):
         x_h, x_w = x.split(self.split, dim=1)
         y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         y_h, y_w = y.split(self.split, dim=1)
-        self.parc_h(x_h, out=y_h)
-        self.parc_w(x_w, out=y_w)
+        self.parc_h._run(x_h, y_h, True)
+        self.parc_w._run(x_w, y_w, True)
         return y.contiguous(memory_format=torch.channels_last) if channels_last else y
