@@ -9,10 +9,14 @@ How "auto" decides, in order:
 4. The shipped calibration table (``calibration.json``, written by
    ``benchmarks/bench_ops.py --write-calibration``) holds median times of each backend at
    a grid of shapes, separately for depthwise (one input channel per group) and dense /
-   grouped convs, and per direction ('H' and 'W' differ: oneDNN and pocketfft are faster
-   along the contiguous W axis). ``auto`` takes the entry of the same kind (and direction,
-   when known) nearest in (log2 L, half of log2 of the lines per call, where lines =
-   batch * channels * other_len) and picks the backend that was fastest there.
+   grouped convs, per direction ('H' and 'W' differ: oneDNN and pocketfft are faster
+   along the contiguous W axis) and per mode: "eval" entries time the forward in
+   inference, "train" entries forward + backward (with grad enabled the backward decides:
+   at batch 32 the spatial form's backward made a MobileNetV2 pair 2x slower than
+   circulant's, while its forward alone was as fast). ``auto`` takes the entry of the
+   same kind, device type and mode (and direction, when known) nearest in (log2 L, half
+   of log2 of the lines per call, where lines = batch * channels * other_len) and picks
+   the backend that was fastest there.
 5. Without a table (or with no entry of that kind) a rough analytic cost model decides:
    spatial costs L MACs per output, circulant the same at BLAS speed, fft O(log L) per
    output plus the per-frequency channel contraction.
@@ -125,11 +129,13 @@ def choose_impl(
     dtype: torch.dtype = torch.float32,
     direction: str | None = None,
     device: torch.device | str = "cpu",
+    mode: str = "eval",
 ) -> str:
     """The backend "auto" uses for a ParC over `length` on (batch, channels, other_len).
 
     `direction` ('H' / 'W'), when given, prefers calibration entries of that direction;
-    `device` picks the entries measured on its device type.
+    `device` picks the entries measured on its device type; `mode` "train" prefers the
+    entries timed forward + backward (what a training step pays), "eval" forward only.
     """
     forced = current_forced_impl()
     if forced is not None:
@@ -137,11 +143,13 @@ def choose_impl(
     table = load_calibration()
     memo = table.setdefault("memo", {})  # lives and dies with the table it was read from
     device_type = torch.device(device).type
-    key = (length, channels, groups, batch, other_len, direction, device_type)
+    key = (length, channels, groups, batch, other_len, direction, device_type, mode)
     choice = memo.get(key)
     if choice is None:
         lines = batch * channels * other_len
-        choice = memo[key] = _choose(table, length, channels, groups, lines, direction, device_type)
+        choice = memo[key] = _choose(
+            table, length, channels, groups, lines, direction, device_type, mode
+        )
     return choice
 
 
@@ -153,6 +161,7 @@ def _choose(
     lines: int,
     direction,
     device_type: str = "cpu",
+    mode: str = "eval",
 ) -> str:
     if length <= 2:
         return "spatial"  # nothing to gain: the kernel has at most two taps
@@ -166,6 +175,10 @@ def _choose(
         for e in table.get("entries", [])
         if e["kind"] == kind and e.get("device", "cpu") == device_type
     ]
+    if any(e.get("mode", "eval") == mode for e in entries):
+        entries = [e for e in entries if e.get("mode", "eval") == mode]
+    else:  # e.g. no training entries: the forward timings are the next best guide
+        entries = [e for e in entries if e.get("mode", "eval") == "eval"]
     if direction is not None and any(e.get("direction") == direction for e in entries):
         entries = [e for e in entries if e.get("direction") == direction]
     if entries:

@@ -48,9 +48,19 @@ def _check_params(weight, bias, pe, direction: str, groups: int) -> tuple[int, i
 
 
 def resolve_impl(
-    impl: str, x_shape, channels: int, groups: int, direction: str, dtype, device="cpu"
+    impl: str,
+    x_shape,
+    channels: int,
+    groups: int,
+    direction: str,
+    dtype,
+    device="cpu",
+    mode: str = "eval",
 ) -> str:
-    """The backend that actually runs: forced > explicit > auto's choice for this shape."""
+    """The backend that actually runs: forced > explicit > auto's choice for this shape.
+
+    `mode` "train" (grad enabled) asks auto for the fastest forward + backward.
+    """
     forced = current_forced_impl()
     if forced is not None:
         return forced
@@ -61,7 +71,7 @@ def resolve_impl(
     axis = kernel_axis(direction)
     b, _, h, w = x_shape
     other = w if axis == 2 else h
-    return choose_impl(x_shape[axis], channels, groups, b, other, dtype, direction, device)
+    return choose_impl(x_shape[axis], channels, groups, b, other, dtype, direction, device, mode)
 
 
 def parc(
@@ -78,7 +88,8 @@ def parc(
     check_input(x, in_chs)
     axis = kernel_axis(direction)
     length = x.shape[axis]
-    name = resolve_impl(impl, x.shape, in_chs, groups, direction, x.dtype, x.device)
+    mode = "train" if torch.is_grad_enabled() else "eval"
+    name = resolve_impl(impl, x.shape, in_chs, groups, direction, x.dtype, x.device, mode)
     weight = resample_kernel(weight, length, axis)
     if pe is not None:
         pe = resample_kernel(pe, length, axis)

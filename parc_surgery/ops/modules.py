@@ -110,21 +110,30 @@ class ParC(nn.Module):
         return form
 
     def resolved_impl(
-        self, x_shape, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+        self,
+        x_shape,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        mode: str = "eval",
     ) -> str:
-        """The backend this module runs for an input of `x_shape` on `device`."""
+        """The backend this module runs for an input of `x_shape` on `device`.
+
+        `mode` is "eval" (forward only) or "train" (grad enabled: forward + backward).
+        """
         return resolve_impl(
-            self.impl, x_shape, self.in_chs, self.groups, self.direction, dtype, device
+            self.impl, x_shape, self.in_chs, self.groups, self.direction, dtype, device, mode
         )
 
     def _route(self, x: torch.Tensor) -> str:
         # The backend per input signature, memoised: `auto` costs one dict lookup per call.
-        key = (x.shape, x.dtype, x.device, current_forced_impl())
+        mode = "train" if torch.is_grad_enabled() else "eval"
+        key = (x.shape, x.dtype, x.device, mode, current_forced_impl())
         impl = self._routes.get(key)
         if impl is None:
             if len(self._routes) >= 4 * _CACHE_SIZE:
                 self._routes.clear()
-            impl = self._routes[key] = self.resolved_impl(x.shape, x.dtype, x.device)
+            impl = self.resolved_impl(x.shape, x.dtype, x.device, mode)
+            self._routes[key] = impl
         return impl
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
