@@ -91,7 +91,9 @@ class ParC(nn.Module):
     def _version_key(self) -> tuple | None:
         # _parameters directly: nn.Module.__getattr__ costs a microsecond per name.
         try:
-            return tuple((p._version, p.data_ptr()) for p in self._parameters.values())
+            return tuple(
+                (p._version, p.data_ptr()) for p in self._parameters.values() if p is not None
+            )
         except RuntimeError:  # inference-mode tensors have no version counter
             return None
 
@@ -229,6 +231,8 @@ class ParCPair(nn.Module):
         x_h, x_w = x.split(self.split, dim=1)
         y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         y_h, y_w = y.split(self.split, dim=1)
-        self.parc_h._run(x_h, y_h, True)
-        self.parc_w._run(x_w, y_w, True)
+        # Through __call__, not _run: forward hooks on the halves must fire (export's
+        # baking and user hooks rely on them).
+        self.parc_h(x_h, out=y_h)
+        self.parc_w(x_w, out=y_w)
         return y.contiguous(memory_format=torch.channels_last) if channels_last else y

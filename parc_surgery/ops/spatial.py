@@ -34,10 +34,15 @@ def axis_of(direction: str) -> int:
     return 2 if direction == "H" else 3
 
 
-def circular_extend(x: torch.Tensor, dim: int) -> torch.Tensor:
+def circular_extend(x: torch.Tensor, dim: int, length: int | None = None) -> torch.Tensor:
     """x with its first L-1 entries appended along `dim` (the official alignment:
-    output row i sees rows i .. i+L-1 (mod L))."""
-    return torch.cat([x, x.narrow(dim, 0, x.shape[dim] - 1)], dim=dim)
+    output row i sees rows i .. i+L-1 (mod L)).
+
+    `length` (= x.shape[dim]) given as a Python int keeps an exported graph free of the
+    Shape -> Gather -> Sub chain a traced `x.shape[dim] - 1` records.
+    """
+    length = x.shape[dim] if length is None else length
+    return torch.cat([x, x.narrow(dim, 0, length - 1)], dim=dim)
 
 
 def position_bias(
@@ -58,11 +63,11 @@ def emit(y: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
 
 
 def prepare_spatial(weight, bias, pe, direction, groups, length) -> Form:
-    return {"weight": weight, "bias": bias, "pe": pe}
+    return {"weight": weight, "bias": bias, "pe": pe, "length": length}
 
 
 def apply_spatial(x, form: Form, direction: str, groups: int, out=None) -> torch.Tensor:
     if form["pe"] is not None:
         x = x + form["pe"]
-    x = circular_extend(x, axis_of(direction))
+    x = circular_extend(x, axis_of(direction), form["length"])
     return emit(F.conv2d(x, form["weight"], form["bias"], groups=groups), out)
