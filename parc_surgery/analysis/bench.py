@@ -1,10 +1,13 @@
-"""Parameters, MACs and CPU latency of an original model and its ParC conversion.
+"""Parameters, MACs and latency of an original model and its ParC conversion.
 
 MACs come from torch.utils.flop_counter at batch 1 with every ParC forced to the spatial
 backend: the FFT backend's complex multiplies are not counted as MACs by the flop
 counter, so counting it would make ParC look free. Latency is the median of several
-timed runs after a warm-up, under torch.inference_mode, in eval mode. The two models are
-timed in alternating rounds so a noisy neighbour slows both alike.
+timed runs after a warm-up, under torch.inference_mode, in eval mode, on `device` (CUDA
+timings wait for the device after each run). The two models are timed in alternating
+rounds so a noisy neighbour slows both alike. `compile=True` times both models compiled
+with `parc_surgery.ops.compile_model` (inductor, weights frozen), the same for both.
+The training step (`bench_train`) and onnxruntime (`bench_onnx`) live beside this one.
 """
 
 from __future__ import annotations
@@ -17,14 +20,17 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from parc_surgery.ops import IMPLS, forced_impl
+from parc_surgery.ops import IMPLS, compile_model, forced_impl
 
 __all__ = [
     "BENCH_IMPLS",
     "bench_pair",
     "count_macs",
     "count_params",
+    "impl_context",
     "latency_stats",
+    "pair_ratios",
+    "synchronize",
     "time_models",
     "using_threads",
 ]
@@ -41,7 +47,7 @@ def count_macs(model: nn.Module, input_size: tuple[int, int], *, batch: int = 1)
     """Multiply-accumulates of one forward pass (flop counter / 2), ParC counted as spatial."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.zeros(batch, 3, *input_size)
+    x = torch.zeros(batch, 3, *input_size, device=_device_of(model))
     counter = FlopCounterMode(display=False)
     with _eval(model), forced_impl("spatial"), torch.inference_mode(), counter:
         model(x)
@@ -72,8 +78,21 @@ def using_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _impl_context(impl: str):
+def impl_context(impl: str):
+    """forced_impl(impl), or nothing for "auto"."""
     return contextlib.nullcontext() if impl == "auto" else forced_impl(impl)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    param = next(model.parameters(), None)
+    return torch.device("cpu") if param is None else param.device
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the work queued on an asynchronous device (CUDA); a no-op on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def time_models(
@@ -86,6 +105,7 @@ def time_models(
 ) -> dict[str, list[float]]:
     """Seconds per forward of each model, `runs` each, timed in alternating rounds."""
     impls = impls or {}
+    device = x.device
     times: dict[str, list[float]] = {name: [] for name in models}
     names = list(models)
     with contextlib.ExitStack() as stack:
@@ -96,9 +116,10 @@ def time_models(
             # Alternate the order so neither model always runs right after the other.
             order = names if round_index % 2 == 0 else names[::-1]
             for name in order:
-                with _impl_context(impls.get(name, "auto")):
+                with impl_context(impls.get(name, "auto")):
                     start = time.perf_counter()
                     models[name](x)
+                    synchronize(device)
                     elapsed = time.perf_counter() - start
                 if round_index >= warmup:
                     times[name].append(elapsed)
@@ -126,6 +147,18 @@ def _ratio(after: float, before: float) -> float | None:
     return after / before if before else None
 
 
+def pair_ratios(figures: dict, measure: str = "latency_ms") -> dict:
+    """converted / original of params, MACs, the median and the minimum of `measure`."""
+    orig, conv = figures["original"], figures["converted"]
+    return {
+        "params": _ratio(conv["params"], orig["params"]),
+        "macs": _ratio(conv["macs"], orig["macs"]),
+        "latency": _ratio(conv[measure]["median"], orig[measure]["median"]),
+        # On a busy machine the fastest run is the one least disturbed by others.
+        "latency_min": _ratio(conv[measure]["min"], orig[measure]["min"]),
+    }
+
+
 def bench_pair(
     original: nn.Module,
     converted: nn.Module,
@@ -137,45 +170,46 @@ def bench_pair(
     runs: int = 20,
     warmup: int = 3,
     seed: int = 0,
+    device: torch.device | str = "cpu",
+    compile: bool = False,
 ) -> dict:
     """Params, MACs and latency of both models and converted / original ratios.
 
     `impl` forces one ParC backend in the converted model ("auto" lets each ParC choose).
+    The models are moved to `device` (and stay there). With `compile` both run as
+    `compile_model` builds them; the warm-up runs then include the compilation.
     """
     if impl not in BENCH_IMPLS:
         raise ValueError(f"impl must be one of {BENCH_IMPLS}, got {impl!r}")
     if runs < 1 or warmup < 0 or batch < 1:
         raise ValueError(f"need runs >= 1, warmup >= 0, batch >= 1; got {runs}, {warmup}, {batch}")
-    models = {"original": original, "converted": converted}
+    device = torch.device(device)
+    models = {"original": original.to(device), "converted": converted.to(device)}
     x = torch.randn(batch, 3, *input_size, generator=torch.Generator().manual_seed(seed))
+    x = x.to(device)
     with using_threads(threads):
         figures = {
             name: {"params": count_params(m), "macs": count_macs(m, input_size)}
             for name, m in models.items()
         }
-        times = time_models(models, x, runs=runs, warmup=warmup, impls={"converted": impl})
+        timed = models
+        if compile:
+            timed = {name: compile_model(m.eval()) for name, m in models.items()}
+            warmup = max(warmup, 2)  # the first call compiles, the second settles
+        times = time_models(timed, x, runs=runs, warmup=warmup, impls={"converted": impl})
         used_threads = torch.get_num_threads()
     for name in models:
         figures[name]["latency_ms"] = latency_stats(times[name])
     return {
+        "measure": "latency",
         "input_size": list(input_size),
         "batch": batch,
         "threads": used_threads,
         "impl": impl,
+        "device": str(device),
+        "compiled": bool(compile),
         "runs": runs,
         "warmup": warmup,
         **figures,
-        "ratios": {
-            "params": _ratio(figures["converted"]["params"], figures["original"]["params"]),
-            "macs": _ratio(figures["converted"]["macs"], figures["original"]["macs"]),
-            "latency": _ratio(
-                figures["converted"]["latency_ms"]["median"],
-                figures["original"]["latency_ms"]["median"],
-            ),
-            # On a busy machine the fastest run is the one least disturbed by others.
-            "latency_min": _ratio(
-                figures["converted"]["latency_ms"]["min"],
-                figures["original"]["latency_ms"]["min"],
-            ),
-        },
+        "ratios": pair_ratios(figures),
     }

@@ -16,6 +16,7 @@ import typer
 __all__ = [
     "CheckpointArg",
     "DataFormat",
+    "DeviceOpt",
     "FormatOpt",
     "ForceOpt",
     "ImplOpt",
@@ -98,4 +99,10 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for new parameters an
 ImplOpt = Annotated[
     str,
     typer.Option("--impl", help="ParC backend: auto | spatial | fft | circulant."),
+]
+DeviceOpt = Annotated[
+    str,
+    typer.Option(
+        "--device", help="torch device to run on: cpu, cuda or cuda:N (CUDA needs a GPU)."
+    ),
 ]

@@ -9,8 +9,10 @@
   shape with `choose_impl` (see `parc_surgery.ops.dispatch` for how), `forced_impl(name)`
   overrides every ParC inside it.
 - `resample_kernel(t, length, dim)`: the kernel / pe resampling used at other resolutions.
+- `compile_model(model)`: torch.compile (inductor) with frozen weights in inference.
 """
 
+from .compile import compile_model
 from .dispatch import IMPLS, choose_impl, forced_impl
 from .functional import parc
 from .modules import ParC, ParCPair
@@ -21,6 +23,7 @@ __all__ = [
     "ParC",
     "ParCPair",
     "choose_impl",
+    "compile_model",
     "forced_impl",
     "parc",
     "resample_kernel",

@@ -43,6 +43,7 @@ from parc_surgery.options import BACKENDS
 __all__ = [
     "CIRCULANT_MAX_ELEMENTS",
     "IMPLS",
+    "choose_from_table",
     "choose_impl",
     "current_forced_impl",
     "forced_impl",
@@ -75,18 +76,29 @@ def current_forced_impl() -> str | None:
 
 
 _calibration: dict | None = None
+_other_tables: dict[str, dict] = {}
 
 
-def load_calibration(reload: bool = False) -> dict:
-    """The shipped calibration table (read once), or an empty one when the file is missing."""
+def load_calibration(reload: bool = False, name: str = "calibration.json") -> dict:
+    """A shipped calibration table (read once), or an empty one when the file is missing.
+
+    `name` "calibration.json" is PyTorch's (what `auto` reads); "onnx_calibration.json"
+    holds onnxruntime timings of the exportable backends (what `export --impl auto` reads).
+    """
     global _calibration
-    if _calibration is None or reload:
-        try:
-            text = resources.files("parc_surgery.ops").joinpath("calibration.json").read_text()
-            _calibration = json.loads(text)
-        except (FileNotFoundError, OSError, json.JSONDecodeError):
-            _calibration = {"entries": []}
-    return _calibration
+    if name == "calibration.json" and _calibration is not None and not reload:
+        return _calibration
+    if name != "calibration.json" and name in _other_tables and not reload:
+        return _other_tables[name]
+    try:
+        table = json.loads(resources.files("parc_surgery.ops").joinpath(name).read_text())
+    except (FileNotFoundError, OSError, json.JSONDecodeError):
+        table = {"entries": []}
+    if name == "calibration.json":
+        _calibration = table
+    else:
+        _other_tables[name] = table
+    return table
 
 
 def _kind(channels: int, groups: int) -> str:
@@ -153,6 +165,22 @@ def choose_impl(
     return choice
 
 
+def choose_from_table(
+    table: dict,
+    impls: tuple[str, ...],
+    length: int,
+    channels: int,
+    groups: int,
+    batch: int,
+    other_len: int,
+    direction: str | None = None,
+) -> str:
+    """The fastest of `impls` at the nearest entry of another table (onnxruntime's);
+    the first of `impls` when the table has no entry of that kind or L <= 2."""
+    lines = batch * channels * other_len
+    return _choose(table, length, channels, groups, lines, direction, impls=impls)
+
+
 def _choose(
     table: dict,
     length: int,
@@ -162,11 +190,12 @@ def _choose(
     direction,
     device_type: str = "cpu",
     mode: str = "eval",
+    impls: tuple[str, ...] | None = None,
 ) -> str:
     if length <= 2:
         return "spatial"  # nothing to gain: the kernel has at most two taps
     cg = max(channels // max(groups, 1), 1)
-    allowed = set(IMPLS)
+    allowed = set(IMPLS if impls is None else impls)
     if channels * cg * length * length > CIRCULANT_MAX_ELEMENTS:
         allowed.discard("circulant")
     kind = _kind(channels, groups)
@@ -192,6 +221,8 @@ def _choose(
         best = min(distance(e) for e in entries)
         nearest = [e for e in entries if distance(e) == best]
         times = {k: sum(e["times"][k] for e in nearest) for k in allowed}
+    elif impls is not None:
+        return impls[0]  # another runtime's table without this kind: no cost model for it
     else:
         times = {
             k: v

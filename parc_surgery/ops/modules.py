@@ -152,6 +152,13 @@ class ParC(nn.Module):
             form = self._make_form(impl, length, x.dtype)
         return BACKENDS[impl][1](x, form, self.direction, self.groups, out)
 
+    def set_impl(self, impl: str) -> None:
+        """Run backend `impl` ("auto" or one of the backends) from now on."""
+        if impl != "auto" and impl not in BACKENDS:
+            raise ValueError(f"impl must be 'auto' or one of {tuple(BACKENDS)}, got {impl!r}")
+        self.impl = impl
+        self._forget()
+
     def _forget(self) -> None:
         self._forms.clear()
         self._routes.clear()
