@@ -4,7 +4,8 @@ What fine-tuning a converted model costs per step against the original. Both mod
 in train mode on the same seeded batch with random labels and cross-entropy, an SGD
 optimizer from timm's `create_optimizer_v2` (momentum 0.9, weight decay 1e-4), and are
 timed in alternating rounds after a warm-up (the first steps allocate the optimizer
-state and the autograd buffers). With grad enabled `auto` reads the calibration's
+state and the autograd buffers). A model whose output is not (batch, classes) logits
+is trained on the mean square of its output instead. With grad enabled `auto` reads the calibration's
 training entries (forward + backward timings). The models' weights change: bench copies.
 """
 
@@ -36,7 +37,11 @@ def _step_fn(model: nn.Module, x: torch.Tensor, labels: torch.Tensor):
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(x), labels).backward()
+        out = model(x)
+        # A classifier's logits get cross-entropy; any other output (a backbone's feature
+        # map) its mean square, which costs the same backward through the network.
+        loss = loss_fn(out, labels) if out.dim() == 2 else out.float().pow(2).mean()
+        loss.backward()
         optimizer.step()
 
     return step
@@ -106,7 +111,7 @@ def bench_train_pair(
             for name, m in models.items()
         }
         with torch.no_grad():
-            classes = int(models["original"].eval()(x[:1]).shape[-1])
+            classes = int(models["original"].eval()(x[:1]).shape[1])
         labels = torch.randint(0, classes, (batch,), generator=generator).to(device)
         runnable = models
         if compile:

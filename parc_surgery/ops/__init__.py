@@ -12,13 +12,14 @@
 - `compile_model(model)`: torch.compile (inductor) with frozen weights in inference.
 """
 
-from .compile import compile_model
+from .compile import CompiledModel, compile_model
 from .dispatch import IMPLS, choose_impl, forced_impl
 from .functional import parc
 from .modules import ParC, ParCPair
 from .resample import resample_kernel
 
 __all__ = [
+    "CompiledModel",
     "IMPLS",
     "ParC",
     "ParCPair",
