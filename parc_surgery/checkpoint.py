@@ -157,8 +157,12 @@ def read_recipe(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: its recipe is not valid JSON ({err})") from None
 
 
-def load(path: str | os.PathLike, *, map_location: str = "cpu") -> nn.Module:
-    """Rebuild a converted model from a parc-surgery checkpoint and load its weights."""
+def load(path: str | os.PathLike, *, map_location: str = "cpu", compile: bool = False) -> nn.Module:
+    """Rebuild a converted model from a parc-surgery checkpoint and load its weights.
+
+    `compile=True` returns it wrapped by `parc_surgery.ops.compile_model` (torch.compile,
+    inductor, weights frozen in inference; compiles on the first call).
+    """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -180,6 +184,10 @@ def load(path: str | os.PathLike, *, map_location: str = "cpu") -> nn.Module:
             hint="the file may be truncated: write it again with parc-convert",
         ) from None
     _load_strict(model, state, source=str(path), error=CheckpointError)
+    if compile:
+        from parc_surgery.ops import compile_model
+
+        return compile_model(model)
     return model
 
 

@@ -114,3 +114,19 @@ def test_cli_rejects_contradictory_modes(args, fragment):
 def test_cli_cuda_without_a_gpu_says_so():
     result = _bench("--device", "cuda")
     assert result.exit_code == 2 and "no CUDA device" in result.stderr
+
+
+def test_load_with_compile_returns_the_compiled_model(tmp_path):
+    from analysis_testkit import converted_pair
+
+    import parc_surgery as ps
+    from parc_surgery.checkpoint import save
+
+    pair = converted_pair("resnet26")
+    path = tmp_path / "m.safetensors"
+    save(pair.converted, pair.plan, path)
+    model = ps.load(path, compile=True)
+    assert isinstance(model, CompiledModel) and model.freeze
+    plain = ps.load(path)
+    assert not isinstance(plain, CompiledModel)
+    assert model.module.state_dict().keys() == plain.state_dict().keys()
