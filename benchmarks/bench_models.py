@@ -31,6 +31,7 @@ SECTION = "## Converted models (benchmarks/bench_models.py)"
 EARLY_SECTION = "## Early stages: ParC in stages 1-4 (benchmarks/bench_models.py)"
 COMPILED_SECTION = "## Compiled with torch.compile (benchmarks/bench_models.py --compile)"
 INPUT_SIZE = (224, 224)
+_CLOCK_WORDS = {"wall": "wall time", "cpu": "CPU time of the one thread"}
 
 
 def bench_one(name, model_args, rules, stages, args) -> dict:
@@ -53,6 +54,7 @@ def bench_one(name, model_args, rules, stages, args) -> dict:
         warmup=args.warmup,
         device=args.device,
         compile=args.compile,
+        clock=args.clock,
     )
     result["stages"] = pair.stages_label
     result["swaps"] = len(pair.plan.swaps)
@@ -96,7 +98,8 @@ def markdown(section: str, rows: list, args, skipped: list[str]) -> str:
         f"{machine_line(args.threads, args.device)}, device {args.device}, batch 1, "
         f"{INPUT_SIZE[0]}x{INPUT_SIZE[1]}, eval mode under torch.inference_mode, ParC "
         f"backend `{args.impl}`{compiled}. "
-        f"Latency is the median of {args.runs} runs after {args.warmup} warm-up runs, the "
+        f"Latency ({_CLOCK_WORDS[args.clock]}) is the median of {args.runs} runs after "
+        f"{args.warmup} warm-up runs, the "
         "two models timed in alternating rounds; the spread is min-max, and the ratio of "
         "the minima is the steadier figure on a shared machine. MACs from "
         "torch.utils.flop_counter (ParC counted in its spatial form). The target is the "
@@ -168,6 +171,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--no-early", action="store_true", help="skip the stages 1-4 rows")
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="print the N costliest ops"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or the thread's CPU time (with --threads 1; steadier when busy)",
     )
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--note", default="", help="a sentence to add under the table")

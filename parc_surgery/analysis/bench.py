@@ -24,7 +24,9 @@ from parc_surgery.ops import IMPLS, compile_model, forced_impl
 
 __all__ = [
     "BENCH_IMPLS",
+    "CLOCKS",
     "bench_pair",
+    "check_clock",
     "count_macs",
     "count_params",
     "impl_context",
@@ -36,6 +38,17 @@ __all__ = [
 ]
 
 BENCH_IMPLS = ("auto", *IMPLS)
+# "wall": elapsed time, what a user waits; "cpu": the calling thread's CPU time, which
+# other processes preempting it do not inflate (only meaningful with one thread).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def check_clock(clock: str, threads: int | None) -> None:
+    """Raise ValueError unless `clock` is known and "cpu" comes with one thread."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {tuple(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError("the cpu clock times one thread: pass threads=1")
 
 
 def count_params(model: nn.Module) -> int:
@@ -102,10 +115,12 @@ def time_models(
     runs: int = 20,
     warmup: int = 3,
     impls: dict[str, str] | None = None,
+    clock: str = "wall",
 ) -> dict[str, list[float]]:
     """Seconds per forward of each model, `runs` each, timed in alternating rounds."""
     impls = impls or {}
     device = x.device
+    now = CLOCKS[clock]
     times: dict[str, list[float]] = {name: [] for name in models}
     names = list(models)
     with contextlib.ExitStack() as stack:
@@ -117,10 +132,10 @@ def time_models(
             order = names if round_index % 2 == 0 else names[::-1]
             for name in order:
                 with impl_context(impls.get(name, "auto")):
-                    start = time.perf_counter()
+                    start = now()
                     models[name](x)
                     synchronize(device)
-                    elapsed = time.perf_counter() - start
+                    elapsed = now() - start
                 if round_index >= warmup:
                     times[name].append(elapsed)
     return times
@@ -172,6 +187,7 @@ def bench_pair(
     seed: int = 0,
     device: torch.device | str = "cpu",
     compile: bool = False,
+    clock: str = "wall",
 ) -> dict:
     """Params, MACs and latency of both models and converted / original ratios.
 
@@ -183,6 +199,7 @@ def bench_pair(
         raise ValueError(f"impl must be one of {BENCH_IMPLS}, got {impl!r}")
     if runs < 1 or warmup < 0 or batch < 1:
         raise ValueError(f"need runs >= 1, warmup >= 0, batch >= 1; got {runs}, {warmup}, {batch}")
+    check_clock(clock, threads)
     device = torch.device(device)
     models = {"original": original.to(device), "converted": converted.to(device)}
     x = torch.randn(batch, 3, *input_size, generator=torch.Generator().manual_seed(seed))
@@ -196,7 +213,9 @@ def bench_pair(
         if compile:
             timed = {name: compile_model(m.eval()) for name, m in models.items()}
             warmup = max(warmup, 2)  # the first call compiles, the second settles
-        times = time_models(timed, x, runs=runs, warmup=warmup, impls={"converted": impl})
+        times = time_models(
+            timed, x, runs=runs, warmup=warmup, impls={"converted": impl}, clock=clock
+        )
         used_threads = torch.get_num_threads()
     for name in models:
         figures[name]["latency_ms"] = latency_stats(times[name])
@@ -208,6 +227,7 @@ def bench_pair(
         "impl": impl,
         "device": str(device),
         "compiled": bool(compile),
+        "clock": clock,
         "runs": runs,
         "warmup": warmup,
         **figures,

@@ -5,8 +5,9 @@ in train mode on the same seeded batch with random labels and cross-entropy, an 
 optimizer from timm's `create_optimizer_v2` (momentum 0.9, weight decay 1e-4), and are
 timed in alternating rounds after a warm-up (the first steps allocate the optimizer
 state and the autograd buffers). A model whose output is not (batch, classes) logits
-is trained on the mean square of its output instead. With grad enabled `auto` reads the calibration's
-training entries (forward + backward timings). The models' weights change: bench copies.
+is trained on the mean square of its output instead. With grad enabled `auto` reads the
+calibration's training entries (forward + backward timings). The models' weights
+change: pass copies to keep them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from torch import nn
 
 from parc_surgery.analysis.bench import (
     BENCH_IMPLS,
+    CLOCKS,
+    check_clock,
     count_macs,
     count_params,
     impl_context,
@@ -56,11 +59,11 @@ def time_train_steps(
     warmup: int = 2,
     impls: dict[str, str] | None = None,
     step_fns: dict | None = None,
+    clock: str = "wall",
 ) -> dict[str, list[float]]:
     """Seconds per training step of each model, `runs` each, in alternating rounds."""
-    import time
-
     impls = impls or {}
+    now = CLOCKS[clock]
     steps = step_fns or {name: _step_fn(m, x, labels) for name, m in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
     names = list(models)
@@ -70,10 +73,10 @@ def time_train_steps(
         order = names if round_index % 2 == 0 else names[::-1]
         for name in order:
             with impl_context(impls.get(name, "auto")):
-                start = time.perf_counter()
+                start = now()
                 steps[name]()
                 synchronize(x.device)
-                elapsed = time.perf_counter() - start
+                elapsed = now() - start
             if round_index >= warmup:
                 times[name].append(elapsed)
     return times
@@ -92,6 +95,7 @@ def bench_train_pair(
     seed: int = 0,
     device: torch.device | str = "cpu",
     compile: bool = False,
+    clock: str = "wall",
 ) -> dict:
     """Params, MACs and training-step time of both models, converted / original ratios.
 
@@ -101,6 +105,7 @@ def bench_train_pair(
         raise ValueError(f"impl must be one of {BENCH_IMPLS}, got {impl!r}")
     if runs < 1 or warmup < 0 or batch < 1:
         raise ValueError(f"need runs >= 1, warmup >= 0, batch >= 1; got {runs}, {warmup}, {batch}")
+    check_clock(clock, threads)
     device = torch.device(device)
     models = {"original": original.to(device), "converted": converted.to(device)}
     generator = torch.Generator().manual_seed(seed)
@@ -119,7 +124,14 @@ def bench_train_pair(
             warmup = max(warmup, 2)
         steps = {name: _step_fn(runnable[name], x, labels) for name in models}
         times = time_train_steps(
-            models, x, labels, runs=runs, warmup=warmup, impls={"converted": impl}, step_fns=steps
+            models,
+            x,
+            labels,
+            runs=runs,
+            warmup=warmup,
+            impls={"converted": impl},
+            step_fns=steps,
+            clock=clock,
         )
         used_threads = torch.get_num_threads()
     for name in models:
@@ -132,6 +144,7 @@ def bench_train_pair(
         "impl": impl,
         "device": str(device),
         "compiled": bool(compile),
+        "clock": clock,
         "runs": runs,
         "warmup": warmup,
         **figures,

@@ -242,6 +242,14 @@ def bench_command(
         ),
     ] = False,
     device: DeviceOpt = "cpu",
+    clock: Annotated[
+        str,
+        typer.Option(
+            "--clock",
+            help="wall (elapsed time) or cpu (the thread's CPU time: needs --threads 1; "
+            "steadier on a busy machine).",
+        ),
+    ] = "wall",
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
@@ -276,6 +284,10 @@ def bench_command(
     ):
         if value < least:
             raise UsageError(f"{name} must be at least {least}, got {value}")
+    if clock not in ("wall", "cpu"):
+        raise UsageError(f"--clock {clock!r} is not one of wall, cpu")
+    if clock == "cpu" and threads != 1:
+        raise UsageError("--clock cpu times one thread", hint="add --threads 1")
     parsed_device = _check_device(device)
     ui = Output(quiet=quiet, fmt=fmt)
     pair = _pair(
@@ -285,7 +297,7 @@ def bench_command(
     )
     what = "training steps" if train else ("onnxruntime runs" if onnx else "runs")
     ui.info(f"timing {runs} {what} of each model after {warmup} warm-up runs")
-    common = dict(threads=threads, impl=impl, runs=runs, warmup=warmup)
+    common = dict(threads=threads, impl=impl, runs=runs, warmup=warmup, clock=clock)
     if onnx:
         from parc_surgery.analysis.bench_onnx import bench_onnx_pair
 

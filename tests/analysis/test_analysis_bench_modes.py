@@ -130,3 +130,15 @@ def test_load_with_compile_returns_the_compiled_model(tmp_path):
     plain = ps.load(path)
     assert not isinstance(plain, CompiledModel)
     assert model.module.state_dict().keys() == plain.state_dict().keys()
+
+
+def test_cpu_clock_needs_one_thread():
+    original, converted = tiny_pair()
+    result = bench_pair(original, converted, TINY_SIZE, runs=2, warmup=0, threads=1, clock="cpu")
+    assert result["clock"] == "cpu" and result["converted"]["latency_ms"]["min"] > 0
+    with pytest.raises(ValueError, match="threads=1"):
+        bench_pair(original, converted, TINY_SIZE, runs=1, threads=2, clock="cpu")
+    with pytest.raises(ValueError, match="clock"):
+        bench_pair(original, converted, TINY_SIZE, runs=1, threads=1, clock="sundial")
+    cli = _bench("--clock", "cpu")
+    assert cli.exit_code == 2 and "--threads 1" in cli.stderr
