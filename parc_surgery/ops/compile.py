@@ -1,9 +1,8 @@
 """`compile_model`: torch.compile (inductor) set up for converted models.
 
 In inference (eval mode, no grad) inductor's `freezing` treats parameters as constants,
-which folds the rest of the model's constants; the ParC layers themselves run outside
-the graphs, eagerly with their cached kernel forms, because inductor left their form
-(circulant gather, position-bias conv) in the graph to run every call.
+so each ParC's kernel form (circulant matrices, FFT spectrum, folded position bias) is
+folded once at compile time, as the eager cache does, instead of inside every call.
 `freezing` is read from inductor's global config while the graph compiles (passing it
 in torch.compile's `options` left the position-bias conv in the graph, measured on
 torch 2.14), so the returned module sets it around each call, which is when dynamo
@@ -17,8 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-
-from .mode import eager_parc_in_compiled_inference
 
 __all__ = ["CompiledModel", "compile_model"]
 
@@ -38,7 +35,7 @@ class CompiledModel(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         import torch._inductor.config as inductor_config
 
-        with inductor_config.patch(freezing=self.freeze), eager_parc_in_compiled_inference():
+        with inductor_config.patch(freezing=self.freeze):
             return self._compiled(*args, **kwargs)
 
 
@@ -49,8 +46,7 @@ def compile_model(model: nn.Module, *, freeze: bool = True, **compile_kwargs: An
     `compile_kwargs` go to torch.compile (e.g. mode="max-autotune", dynamic=False).
     Compilation happens on the first call. Returns a `CompiledModel` sharing `model`'s
     parameters; with freezing, change weights only before the first call (a frozen
-    graph keeps the values it was compiled with). In inference each ParC runs outside
-    the compiled graphs, eagerly with its cached kernel form (`ops.mode` says why).
+    graph keeps the values it was compiled with).
     """
     compiled = torch.compile(model, **compile_kwargs)
     return CompiledModel(

@@ -10,7 +10,6 @@ import torch.nn as nn
 from .backends import BACKENDS, eager_inference
 from .dispatch import current_forced_impl
 from .functional import check_direction, check_input, kernel_axis, resolve_impl
-from .mode import leave_graph_for_inference
 from .resample import resample_kernel
 
 __all__ = ["ParC", "ParCPair"]
@@ -142,13 +141,6 @@ class ParC(nn.Module):
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """ParC of `x`; `out` (eager no-grad only) is a (B, out_chs, H, W) view to fill."""
         check_input(x, self.in_chs)
-        if leave_graph_for_inference(self.training):
-            return self._run_eagerly(x, out)
-        return self._run(x, out, eager_inference())
-
-    @torch.compiler.disable
-    def _run_eagerly(self, x: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-        # Outside dynamo: eager inference with the cached kernel form (see ops.mode).
         return self._run(x, out, eager_inference())
 
     def _run(self, x: torch.Tensor, out: torch.Tensor | None, eager: bool) -> torch.Tensor:
@@ -232,15 +224,6 @@ class ParCPair(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.channels)
-        if leave_graph_for_inference(self.training):
-            return self._forward_eagerly(x)
-        return self._forward(x)
-
-    @torch.compiler.disable
-    def _forward_eagerly(self, x: torch.Tensor) -> torch.Tensor:
-        return self._forward(x)  # outside dynamo: the eager inference path (see ops.mode)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if not eager_inference():
             x_h, x_w = x.split(self.split, dim=1)
             return torch.cat([self.parc_h(x_h), self.parc_w(x_w)], dim=1)

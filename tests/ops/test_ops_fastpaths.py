@@ -181,24 +181,3 @@ def test_route_follows_forced_impl_and_grad_mode(monkeypatch):
         with forced_impl("fft"):
             assert m._route(x) == "fft"
     assert m._route(x) == "spatial"  # grad enabled: the forward + backward entries decide
-
-
-def test_compiled_inference_runs_parc_outside_the_graph_only_when_asked():
-    from torch._dynamo.testing import CompileCounter
-
-    from parc_surgery.ops.mode import eager_parc_in_compiled_inference
-
-    torch._dynamo.reset()
-    m = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 1), ParCPair(4, 6, impl="circulant")).eval()
-    x = torch.randn(1, 4, 6, 6)
-    with torch.no_grad():
-        want = m(x)
-        inside = CompileCounter()
-        torch.testing.assert_close(torch.compile(m, backend=inside)(x), want)
-        torch._dynamo.reset()
-        outside = CompileCounter()
-        with eager_parc_in_compiled_inference():
-            torch.testing.assert_close(torch.compile(m, backend=outside)(x), want)
-    # Outside the graph the ParC ops (split, bmm, add, cat) are not captured.
-    assert inside.op_count > outside.op_count
-    torch._dynamo.reset()
