@@ -40,10 +40,17 @@ SMALL_GEMM_MACS = 400
 FULL_BIAS_MAX_LENGTH = 28
 
 
-def circulant_index(length: int, device: torch.device) -> torch.Tensor:
-    """idx[i, m] = (m - i) mod L, so w[..., idx] is the circulant matrix of w."""
-    ar = torch.arange(length, device=device)
-    return (ar[None, :] - ar[:, None]) % length
+def circulant_matrices(w: torch.Tensor) -> torch.Tensor:
+    """A[..., i, m] = w[..., (m - i) mod L] for w (..., L): each kernel's circulant matrix.
+
+    Built from w alone (windows of [w, w], in reverse order) rather than by indexing
+    with an arange: inductor's freezing folds a graph of parameters into a constant, but
+    not one that starts from a tensor constructor (an arange, or roll's decomposition),
+    which left the gather in every compiled inference call.
+    """
+    length = w.shape[-1]
+    windows = torch.cat([w, w], dim=-1).unfold(-1, length, 1)  # row j = w[(j + m) % L]
+    return torch.flip(windows[..., 1:, :], dims=(-2,))  # row i = window L - i
 
 
 def _padded_rows(length: int, device: torch.device) -> int:
@@ -57,7 +64,7 @@ def prepare_circulant(weight, bias, pe, direction, groups, length) -> Form:
     w = weight.flatten(2)  # (O, Cg, L)
     out_chs, cg, _ = w.shape
     og = out_chs // groups
-    a = w[:, :, circulant_index(length, w.device)]  # (O, Cg, L_i, L_m)
+    a = circulant_matrices(w)  # (O, Cg, L_i, L_m)
     a = a.reshape(groups, og, cg, length, length)
     if direction == "H":  # y (Og*L_i) = A (Og*L_i, Cg*L_m) @ x (Cg*L_m, W)
         mat = a.permute(0, 1, 3, 2, 4).reshape(groups, og * length, cg * length)
