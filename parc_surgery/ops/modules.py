@@ -146,6 +146,10 @@ class ParC(nn.Module):
     def _run(self, x: torch.Tensor, out: torch.Tensor | None, eager: bool) -> torch.Tensor:
         impl = self._route(x)
         length = x.shape[2 if self.direction == "H" else 3]
+        if length == self.kernel_size:
+            # A plain int, not the traced size: an exported graph then slices with
+            # constants instead of a Shape -> Gather -> Sub chain per ParC.
+            length = self.kernel_size
         if eager and not self.training:
             form = self._cached_form(impl, length, x.dtype, x.device)
         else:
