@@ -123,7 +123,9 @@ def calibration_grid(quick: bool, train: bool):
         grid = [("depthwise", c, ln, b) for b in (8, 32) for c, ln in DEPTHWISE if ln <= 56]
         grid += [("dense", c, ln, b) for b in (8, 32) for c, ln in DENSE]
     else:
-        grid = [("depthwise", c, ln, b) for b in (8, 1) for c, ln in DEPTHWISE + EARLY]
+        # EARLY's halves too: a pair's ParCs have half its channels
+        halves = [(c // 2, ln) for c, ln in EARLY]
+        grid = [("depthwise", c, ln, b) for b in (8, 1) for c, ln in DEPTHWISE + EARLY + halves]
         grid += [("dense", c, ln, b) for b in (1, 8) for c, ln in DENSE + [(64, 28)]]
     if quick:
         grid = [g for g in grid if g[2] <= 56]

@@ -28,7 +28,8 @@ class ParC(nn.Module):
     parameter changes (its version counter or storage) or `train()` / `.to()` is called.
     Under torch.compile (checked with the default inductor and aot_eager backends on CPU,
     all three backends, forward and backward) the cache is bypassed and the kernel form
-    is computed inside the graph.
+    is computed inside the graph; `compile_model`'s freezing folds it into constants in
+    inference. `set_impl(name)` changes the backend of one module.
     """
 
     def __init__(
