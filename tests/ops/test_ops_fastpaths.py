@@ -181,3 +181,15 @@ def test_route_follows_forced_impl_and_grad_mode(monkeypatch):
         with forced_impl("fft"):
             assert m._route(x) == "fft"
     assert m._route(x) == "spatial"  # grad enabled: the forward + backward entries decide
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("size,built", [((7, 7), (7, 7)), ((14, 5), (9, 12)), ((30, 2), (30, 2))])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_grouped_halves_in_inference_match_naive_loop(impl, size, built, batch):
+    torch.manual_seed(0)
+    m = ParCPair(12, built, groups_per_half=2, impl=impl).eval()  # 6 channels, 2 groups
+    x = torch.randn(batch, 12, *size)
+    with torch.no_grad():
+        for _ in range(2):
+            assert rel_err(m(x).double(), want_pair(m, x)) <= 1e-5
