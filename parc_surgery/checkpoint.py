@@ -219,6 +219,7 @@ def load(
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
     map_location: str = "cpu",
+    compile: bool = False,
 ) -> nn.Module:
     """Rebuild a converted model from a parc-surgery checkpoint, checked step by step.
 
@@ -226,7 +227,9 @@ def load(
     as `model` (needed for a custom nn.Module): it must be the unconverted architecture
     the checkpoint was made from; it is converted in place and returned. With
     `features_only`, returns a feature extractor (`parc_surgery.backbone.features_only`)
-    giving the maps at `out_indices`, with `feature_info`.
+    giving the maps at `out_indices`, with `feature_info`. `compile=True` returns the
+    model wrapped by `parc_surgery.ops.compile_model` (torch.compile, inductor, weights
+    frozen in inference; compiles on the first call).
     """
     header = read_header(path)
     _, plan = _recipe_of(header)
@@ -242,6 +245,10 @@ def load(
 
         leaf = plan.rules.get("leaf", []) if isinstance(plan.rules, dict) else []
         return backbone(model, out_indices, input_size=plan.input_size, leaf_classes=leaf)
+    if compile:
+        from parc_surgery.ops import compile_model
+
+        return compile_model(model)
     return model
 
 

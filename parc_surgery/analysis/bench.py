@@ -1,9 +1,12 @@
-"""Parameters, MACs and CPU latency of an original model and its ParC conversion.
+"""Parameters, MACs and latency of an original model and its ParC conversion.
 
 Params and MACs are counted by parc_surgery.costs (ParC as its spatial form, as in the
 plan). Latency is the median of several timed runs after a warm-up, under
-torch.inference_mode, in eval mode. The two models are timed in alternating rounds so a
-noisy neighbour slows both alike.
+torch.inference_mode, in eval mode, on `device` (CUDA timings wait for the device after
+each run). The two models are timed in alternating rounds so a noisy neighbour slows
+both alike. `compile=True` times both models compiled with
+`parc_surgery.ops.compile_model` (inductor, weights frozen), the same for both. The
+training step (`bench_train`) and onnxruntime (`bench_onnx`) live beside this one.
 """
 
 from __future__ import annotations
@@ -17,18 +20,34 @@ import torch
 from torch import nn
 
 from parc_surgery.costs import count_params, model_macs
-from parc_surgery.models import eval_mode
-from parc_surgery.ops import IMPLS, forced_impl
+from parc_surgery.models import eval_mode, input_channels
+from parc_surgery.ops import IMPLS, compile_model, forced_impl
 
 __all__ = [
     "BENCH_IMPLS",
+    "CLOCKS",
     "bench_pair",
+    "check_clock",
+    "impl_context",
     "latency_stats",
+    "pair_ratios",
+    "synchronize",
     "time_models",
     "using_threads",
 ]
 
 BENCH_IMPLS = ("auto", *IMPLS)
+# "wall": elapsed time, what a user waits; "cpu": the calling thread's CPU time, which
+# other processes preempting it do not inflate (only meaningful with one thread).
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+
+
+def check_clock(clock: str, threads: int | None) -> None:
+    """Raise ValueError unless `clock` is known and "cpu" comes with one thread."""
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {tuple(CLOCKS)}, got {clock!r}")
+    if clock == "cpu" and threads != 1:
+        raise ValueError("the cpu clock times one thread: pass threads=1")
 
 
 @contextlib.contextmanager
@@ -45,8 +64,16 @@ def using_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _impl_context(impl: str):
+def impl_context(impl: str):
+    """forced_impl(impl), or nothing for "auto"."""
     return contextlib.nullcontext() if impl == "auto" else forced_impl(impl)
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for the work queued on an asynchronous device (CUDA); a no-op on the CPU."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def time_models(
@@ -56,9 +83,12 @@ def time_models(
     runs: int = 20,
     warmup: int = 3,
     impls: dict[str, str] | None = None,
+    clock: str = "wall",
 ) -> dict[str, list[float]]:
     """Seconds per forward of each model, `runs` each, timed in alternating rounds."""
     impls = impls or {}
+    device = x.device
+    now = CLOCKS[clock]
     times: dict[str, list[float]] = {name: [] for name in models}
     names = list(models)
     with contextlib.ExitStack() as stack:
@@ -69,10 +99,11 @@ def time_models(
             # Alternate the order so neither model always runs right after the other.
             order = names if round_index % 2 == 0 else names[::-1]
             for name in order:
-                with _impl_context(impls.get(name, "auto")):
-                    start = time.perf_counter()
+                with impl_context(impls.get(name, "auto")):
+                    start = now()
                     models[name](x)
-                    elapsed = time.perf_counter() - start
+                    synchronize(device)
+                    elapsed = now() - start
                 if round_index >= warmup:
                     times[name].append(elapsed)
     return times
@@ -99,6 +130,18 @@ def _ratio(after: float, before: float) -> float | None:
     return after / before if before else None
 
 
+def pair_ratios(figures: dict, measure: str = "latency_ms") -> dict:
+    """converted / original of params, MACs, the median and the minimum of `measure`."""
+    orig, conv = figures["original"], figures["converted"]
+    return {
+        "params": _ratio(conv["params"], orig["params"]),
+        "macs": _ratio(conv["macs"], orig["macs"]),
+        "latency": _ratio(conv[measure]["median"], orig[measure]["median"]),
+        # On a busy machine the fastest run is the one least disturbed by others.
+        "latency_min": _ratio(conv[measure]["min"], orig[measure]["min"]),
+    }
+
+
 def bench_pair(
     original: nn.Module,
     converted: nn.Module,
@@ -110,45 +153,53 @@ def bench_pair(
     runs: int = 20,
     warmup: int = 3,
     seed: int = 0,
+    device: torch.device | str = "cpu",
+    compile: bool = False,
+    clock: str = "wall",
 ) -> dict:
     """Params, MACs and latency of both models and converted / original ratios.
 
     `impl` forces one ParC backend in the converted model ("auto" lets each ParC choose).
+    The models are moved to `device` (and stay there). With `compile` both run as
+    `compile_model` builds them; the warm-up runs then include the compilation.
     """
     if impl not in BENCH_IMPLS:
         raise ValueError(f"impl must be one of {BENCH_IMPLS}, got {impl!r}")
     if runs < 1 or warmup < 0 or batch < 1:
         raise ValueError(f"need runs >= 1, warmup >= 0, batch >= 1; got {runs}, {warmup}, {batch}")
-    models = {"original": original, "converted": converted}
-    x = torch.randn(batch, 3, *input_size, generator=torch.Generator().manual_seed(seed))
+    check_clock(clock, threads)
+    device = torch.device(device)
+    models = {"original": original.to(device), "converted": converted.to(device)}
+    x = torch.randn(
+        batch, input_channels(original), *input_size, generator=torch.Generator().manual_seed(seed)
+    )
+    x = x.to(device)
     with using_threads(threads):
         figures = {
             name: {"params": count_params(m), "macs": model_macs(m, input_size)}
             for name, m in models.items()
         }
-        times = time_models(models, x, runs=runs, warmup=warmup, impls={"converted": impl})
+        timed = models
+        if compile:
+            timed = {name: compile_model(m.eval()) for name, m in models.items()}
+            warmup = max(warmup, 2)  # the first call compiles, the second settles
+        times = time_models(
+            timed, x, runs=runs, warmup=warmup, impls={"converted": impl}, clock=clock
+        )
         used_threads = torch.get_num_threads()
     for name in models:
         figures[name]["latency_ms"] = latency_stats(times[name])
     return {
+        "measure": "latency",
         "input_size": list(input_size),
         "batch": batch,
         "threads": used_threads,
         "impl": impl,
+        "device": str(device),
+        "compiled": bool(compile),
+        "clock": clock,
         "runs": runs,
         "warmup": warmup,
         **figures,
-        "ratios": {
-            "params": _ratio(figures["converted"]["params"], figures["original"]["params"]),
-            "macs": _ratio(figures["converted"]["macs"], figures["original"]["macs"]),
-            "latency": _ratio(
-                figures["converted"]["latency_ms"]["median"],
-                figures["original"]["latency_ms"]["median"],
-            ),
-            # On a busy machine the fastest run is the one least disturbed by others.
-            "latency_min": _ratio(
-                figures["converted"]["latency_ms"]["min"],
-                figures["original"]["latency_ms"]["min"],
-            ),
-        },
+        "ratios": pair_ratios(figures),
     }

@@ -1,7 +1,10 @@
 """ONNX export of a converted model, checked against PyTorch with onnxruntime.
 
-The export runs with every ParC forced to the spatial (or circulant) backend, so the
-graph holds ordinary Conv / MatMul ops and no DFT, which many runtimes lack. It uses the
+Every ParC is exported as the spatial (Conv) or the circulant (MatMul) backend, so the
+graph holds ordinary ops and no DFT, which many runtimes lack. `impl="auto"` picks per
+layer the one onnxruntime ran faster at the nearest shape of a shipped table
+(`parc_surgery/ops/onnx_calibration.json`, written by `benchmarks/bench_onnx.py
+--write-calibration`); "spatial" or "circulant" force one for every layer. It uses the
 TorchScript-based exporter (torch.onnx.export(dynamo=False)): it needs no onnxscript
 and handles the ParC modules as they are. Tracing records one input resolution: each
 ParC's kernel and position encoding are resampled for that resolution before the trace
@@ -11,9 +14,11 @@ stays dynamic.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import warnings
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -24,11 +29,24 @@ from parc_surgery.errors import ExportError
 from parc_surgery.extras import require_extra
 from parc_surgery.models import eval_mode, input_channels
 from parc_surgery.ops import ParC, forced_impl, resample_kernel
+from parc_surgery.ops.dispatch import choose_from_table, load_calibration
 
-__all__ = ["EXPORT_IMPLS", "EXPORT_OPSET", "baked_for_size", "export_onnx", "onnx_op_types"]
+__all__ = [
+    "EXPORTABLE_BACKENDS",
+    "EXPORT_IMPLS",
+    "EXPORT_OPSET",
+    "baked_for_size",
+    "choose_export_impls",
+    "export_onnx",
+    "onnx_op_types",
+    "parc_input_shapes",
+    "trace_to_onnx",
+]
 
 EXPORT_OPSET = 17
-EXPORT_IMPLS = ("spatial", "circulant")
+EXPORTABLE_BACKENDS = ("spatial", "circulant")
+EXPORT_IMPLS = ("auto", *EXPORTABLE_BACKENDS)
+ONNX_CALIBRATION = "onnx_calibration.json"
 _CHECK_BATCH = 2  # not the traced batch of 1, so the check also proves the batch is dynamic
 
 
@@ -60,19 +78,10 @@ def baked_for_size(model: nn.Module, input_size: tuple[int, int]) -> nn.Module:
     ops (which also do not all translate to ONNX).
     """
     baked = copy.deepcopy(model).eval()
-    lengths: dict[ParC, int] = {}
-
-    def record(module: ParC, args: tuple) -> None:
-        axis = 2 if module.direction == "H" else 3
-        lengths[module] = int(args[0].shape[axis])
-
-    hooks = [m.register_forward_pre_hook(record) for m in baked.modules() if isinstance(m, ParC)]
-    try:
-        with torch.no_grad():
-            baked(torch.zeros(1, input_channels(model), *input_size))
-    finally:
-        for hook in hooks:
-            hook.remove()
+    lengths = {
+        module: shape[2 if module.direction == "H" else 3]
+        for module, shape in parc_input_shapes(baked, input_size).items()
+    }
     with torch.no_grad():
         for module, length in lengths.items():
             if length == module.kernel_size:
@@ -86,13 +95,55 @@ def baked_for_size(model: nn.Module, input_size: tuple[int, int]) -> nn.Module:
     return baked
 
 
+def parc_input_shapes(model: nn.Module, input_size: tuple[int, int]) -> dict[ParC, tuple]:
+    """The input shape each ParC of `model` sees in one batch-1 forward at input_size."""
+    shapes: dict[ParC, tuple] = {}
+
+    def record(module: ParC, args: tuple) -> None:
+        shapes[module] = tuple(int(n) for n in args[0].shape)
+
+    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, ParC)]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, input_channels(model), *input_size))
+    finally:
+        model.train(was_training)
+        for hook in hooks:
+            hook.remove()
+    return shapes
+
+
+def choose_export_impls(model: nn.Module, input_size: tuple[int, int]) -> dict[ParC, str]:
+    """Per ParC, the exportable backend onnxruntime runs fastest at its batch-1 shape."""
+    table = load_calibration(name=ONNX_CALIBRATION)
+    chosen = {}
+    for module, (batch, channels, h, w) in parc_input_shapes(model, input_size).items():
+        length, other = (h, w) if module.direction == "H" else (w, h)
+        chosen[module] = choose_from_table(
+            table,
+            EXPORTABLE_BACKENDS,
+            length,
+            channels,
+            module.groups,
+            batch,
+            other,
+            module.direction,
+        )
+    return chosen
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0] if text else 'no detail'}"
 
 
-def _trace_to_file(model: nn.Module, path: str, input_size: tuple[int, int], opset: int) -> None:
-    x = torch.zeros(1, input_channels(model), *input_size)
+def trace_to_onnx(
+    model: nn.Module, path: str | os.PathLike, example: torch.Tensor, opset: int = EXPORT_OPSET
+) -> None:
+    """torch.onnx.export (TorchScript tracer) of `model` on `example`, batch axis dynamic."""
+    x = example
     with warnings.catch_warnings():
         # The tracer warns about every Python-int shape it records and the legacy
         # exporter about its deprecation; both are expected here and only confuse users.
@@ -142,14 +193,16 @@ def export_onnx(
     *,
     input_size: tuple[int, int],
     force: bool = False,
-    impl: str = "spatial",
+    impl: str = "auto",
     opset: int = EXPORT_OPSET,
     atol: float = 1e-4,
     seed: int = 0,
 ) -> dict:
     """Export `model` to ONNX at `input_size`, check it with onnxruntime; a dict of results.
 
-    The file is written atomically and only when the check passes; an existing file is
+    `impl` "auto" exports each ParC as the backend onnxruntime runs fastest at its shape
+    (`choose_export_impls`); "spatial" / "circulant" export every ParC that way. The
+    file is written atomically and only when the check passes; an existing file is
     kept unless `force`. Raises ExportError when export fails, the graph holds a DFT op,
     or onnxruntime's output differs from PyTorch's by more than `atol` (relative to the
     output's magnitude when that exceeds 1).
@@ -166,41 +219,56 @@ def export_onnx(
         raise ExportError(f"opset {opset} is too old", hint=f"use {EXPORT_OPSET} or newer")
     input_size = (int(input_size[0]), int(input_size[1]))
     target = check_output(path, force=force)  # fail before the slow part, not after
-    with eval_mode(model), atomic_write(target, force=force) as tmp, forced_impl(impl):
-        try:
-            _trace_to_file(baked_for_size(model, input_size), tmp, input_size, opset)
-        except Exception as err:  # the exporter raises many types; all mean "failed"
-            raise ExportError(
-                f"ONNX export of {type(model).__name__} failed ({_first_line(err)})",
-                hint="rerun with --impl circulant, or report it with the traceback "
-                "from the Python API",
-            ) from None
-        proto = onnx.load(tmp)
-        ops = onnx_op_types(proto)
-        if "DFT" in ops:
-            raise ExportError("the exported graph holds a DFT op although FFT was off")
-        try:
-            diff, scale = _check_with_onnxruntime(model, tmp, input_size, seed)
-        except ExportError:
-            raise
-        except Exception as err:
-            other = "circulant" if impl == "spatial" else "spatial"
-            raise ExportError(
-                f"onnxruntime cannot run the export at batch {_CHECK_BATCH} ({_first_line(err)})",
-                hint=f"the file was not written; try --impl {other}",
-            ) from None
-        tolerance = atol * max(1.0, scale)
-        if not diff <= tolerance:  # also catches NaN
-            raise ExportError(
-                f"onnxruntime's output differs from PyTorch's by {diff:.3g} "
-                f"(tolerance {tolerance:.3g})",
-                hint="try the other --impl; the file was not written",
-            )
-        size_bytes = Path(tmp).stat().st_size
+    with eval_mode(model):
+        baked = baked_for_size(model, input_size)
+        if impl == "auto":
+            chosen = choose_export_impls(baked, input_size)
+            for module, name in chosen.items():
+                module.set_impl(name)
+            forcing = contextlib.nullcontext()
+        else:
+            chosen = {m: impl for m in baked.modules() if isinstance(m, ParC)}
+            forcing = forced_impl(impl)
+        with atomic_write(target, force=force) as tmp, forcing:
+            try:
+                example = torch.zeros(1, input_channels(model), *input_size)
+                trace_to_onnx(baked, tmp, example, opset)
+            except Exception as err:  # the exporter raises many types; all mean "failed"
+                raise ExportError(
+                    f"ONNX export of {type(model).__name__} failed ({_first_line(err)})",
+                    hint="rerun with another --impl (spatial or circulant), or report it "
+                    "with the traceback from the Python API",
+                ) from None
+            proto = onnx.load(tmp)
+            ops = onnx_op_types(proto)
+            if "DFT" in ops:
+                raise ExportError("the exported graph holds a DFT op although FFT was off")
+            try:
+                diff, scale = _check_with_onnxruntime(model, tmp, input_size, seed)
+            except ExportError:
+                raise
+            except Exception as err:
+                other = "circulant" if impl == "spatial" else "spatial"
+                if impl == "auto":
+                    other = "spatial or --impl circulant"
+                raise ExportError(
+                    f"onnxruntime cannot run the export at batch {_CHECK_BATCH} "
+                    f"({_first_line(err)})",
+                    hint=f"the file was not written; try --impl {other}",
+                ) from None
+            tolerance = atol * max(1.0, scale)
+            if not diff <= tolerance:  # also catches NaN
+                raise ExportError(
+                    f"onnxruntime's output differs from PyTorch's by {diff:.3g} "
+                    f"(tolerance {tolerance:.3g})",
+                    hint="try the other --impl; the file was not written",
+                )
+            size_bytes = Path(tmp).stat().st_size
     return {
         "path": str(target),
         "opset": opset,
         "impl": impl,
+        "impls": dict(sorted(Counter(chosen.values()).items())),
         "input_size": list(input_size),
         "dynamic_axes": {"input": [0], "output": [0]},
         "max_abs_diff": diff,

@@ -64,15 +64,27 @@ def _spread(stats: dict) -> str:
     return f"{stats['min']:.2f}-{stats['max']:.2f} (IQR {stats['q1']:.2f}-{stats['q3']:.2f})"
 
 
+_MEASURES = {
+    # result["measure"] -> (key of the timings, row label, what was timed)
+    "latency": ("latency_ms", "latency", "eval forward"),
+    "train_step": ("step_ms", "training step", "forward + backward + SGD step"),
+    "onnxruntime": ("latency_ms", "onnxruntime latency", "ONNX export in onnxruntime"),
+}
+
+
 def bench_table(result: dict) -> Table:
-    """Rows params, MACs, latency and its spread; columns original, converted, ratio."""
+    """Rows params, MACs, time and its spread; columns original, converted, ratio."""
     orig, conv, ratios = result["original"], result["converted"], result["ratios"]
+    key, label, timed = _MEASURES[result.get("measure", "latency")]
     size = result["input_size"]
+    how = f"ParC impl {result['impl']}"
+    if result.get("impls"):
+        how += " (" + ", ".join(f"{n} {k}" for k, n in result["impls"].items()) + ")"
+    where = result.get("device", "cpu") + (", compiled" if result.get("compiled") else "")
     table = Table(
         title=f"{result['model']} (stages {result['stages']}): {size[0]}x{size[1]}, "
-        f"batch {result['batch']}, {_plural(result['threads'], 'thread')}, "
-        f"ParC impl {result['impl']}, "
-        f"median of {result['runs']} runs",
+        f"batch {result['batch']}, {_plural(result['threads'] or 1, 'thread')}, {where}, "
+        f"{how}, {timed}, median of {result['runs']} runs",
         caption="MACs at batch 1 with ParC counted as its spatial form; timings are "
         "wall-clock on this machine and vary with its load",
         title_justify="left",
@@ -96,15 +108,15 @@ def bench_table(result: dict) -> Table:
         "MACs", human_count(orig["macs"]), human_count(conv["macs"]), f"{ratios['macs']:.3f}"
     )
     table.add_row(
-        "latency median (ms)",
-        f"{orig['latency_ms']['median']:.2f}",
-        f"{conv['latency_ms']['median']:.2f}",
+        f"{label} median (ms)",
+        f"{orig[key]['median']:.2f}",
+        f"{conv[key]['median']:.2f}",
         f"{ratios['latency']:.3f}",
     )
     table.add_row(
-        "latency min-max (ms)",
-        _spread(orig["latency_ms"]),
-        _spread(conv["latency_ms"]),
+        f"{label} min-max (ms)",
+        _spread(orig[key]),
+        _spread(conv[key]),
         f"{ratios['latency_min']:.3f} (of the minima)",
     )
     return table
@@ -113,9 +125,11 @@ def bench_table(result: dict) -> Table:
 def export_lines(result: dict) -> list[str]:
     """A few lines for people: where the file is, what it holds, how well it matched."""
     size = result["input_size"]
+    impls = result.get("impls") or {}
+    per_layer = " (" + ", ".join(f"{n} {k}" for k, n in impls.items()) + ")" if impls else ""
     return [
-        f"exported {result['path']} (opset {result['opset']}, ParC as {result['impl']}, "
-        f"{result['nodes']} nodes, {human_count(result['bytes'])}B)",
+        f"exported {result['path']} (opset {result['opset']}, ParC as {result['impl']}"
+        f"{per_layer}, {result['nodes']} nodes, {human_count(result['bytes'])}B)",
         f"input 'input' (batch, 3, {size[0]}, {size[1]}): the batch is dynamic, the "
         f"resolution is fixed at {size[0]}x{size[1]}",
         f"onnxruntime vs PyTorch on a seeded batch of {result['check_batch']}: max abs "

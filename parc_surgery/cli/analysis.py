@@ -22,6 +22,7 @@ from parc_surgery.cli.common import (
 from parc_surgery.cli.options import (
     CheckpointArg,
     DataFormat,
+    DeviceOpt,
     ExportImpl,
     ExportImplOpt,
     ForceOpt,
@@ -239,6 +240,26 @@ def _check_erf_source(
         )
 
 
+def _check_device(device: str):
+    """The torch.device `device` names, or a UsageError saying why it cannot run."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device!r} is not a torch device (cpu, cuda, cuda:N)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(
+            f"--device {device}: no CUDA device is available here",
+            hint="run with --device cpu, or on a machine with a GPU and a CUDA build of torch",
+        )
+    if parsed.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device}: only cpu and cuda are supported")
+    return parsed
+
+
 @app.command(name="bench", epilog=EXIT_CODE_HELP)
 @handle_errors
 def bench_command(
@@ -247,26 +268,74 @@ def bench_command(
     rules: RulesOpt = None,
     input_size: InputSizeOpt = None,
     model_arg: ModelArgsOpt = None,
-    batch: Annotated[int, typer.Option("--batch", help="Batch size of the timed runs.")] = 1,
+    batch: Annotated[
+        int | None,
+        typer.Option("--batch", help="Batch size of the timed runs. Default: 1 (32 with --train)."),
+    ] = None,
     threads: Annotated[
         int | None, typer.Option("--threads", help="torch intra-op threads. Default: torch's.")
     ] = None,
     impl: ImplOpt = Impl.auto,
-    runs: Annotated[int, typer.Option("--runs", help="Timed runs per model.")] = 20,
+    runs: Annotated[
+        int | None,
+        typer.Option("--runs", help="Timed runs per model. Default: 20 (5 with --train)."),
+    ] = None,
     warmup: Annotated[int, typer.Option("--warmup", help="Untimed runs first.")] = 3,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train", help="Time training steps (forward, backward, SGD step) in train mode."
+        ),
+    ] = False,
+    onnx: Annotated[
+        bool,
+        typer.Option(
+            "--onnx",
+            help="Time the ONNX exports in onnxruntime (CPU, batch 1); --impl picks the "
+            "exported backend (auto: per layer, from onnxruntime timings).",
+        ),
+    ] = False,
+    compile_models: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="Time both models compiled with torch.compile (inductor, weights frozen "
+            "in inference); needs a C++ compiler, the warm-up includes compiling.",
+        ),
+    ] = False,
+    device: DeviceOpt = "cpu",
+    clock: Annotated[
+        str,
+        typer.Option(
+            "--clock",
+            help="wall (elapsed time) or cpu (the thread's CPU time: needs --threads 1; "
+            "steadier on a busy machine).",
+        ),
+    ] = "wall",
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
-    """Params, MACs and median CPU latency of MODEL before and after conversion.
+    """Params, MACs and median latency of MODEL before and after conversion.
 
-    MACs are counted at batch 1 with ParC in its spatial form. Both models run in eval
-    mode under torch.inference_mode, timed in alternating rounds after a warm-up.
+    MACs are counted at batch 1 with ParC in its spatial form. By default both models run
+    in eval mode under torch.inference_mode, timed in alternating rounds after a warm-up;
+    --train times training steps instead, --onnx the exported models in onnxruntime.
     """
-    from parc_surgery.analysis.bench import bench_pair
     from parc_surgery.analysis.render import bench_table
 
     fmt = DataFormat(fmt).value
     impl = Impl(impl).value
+    if train and onnx:
+        raise UsageError("give --train or --onnx, not both")
+    if onnx and (compile_models or device != "cpu" or impl == "fft"):
+        raise UsageError(
+            "--onnx times onnxruntime on the CPU with an exportable backend",
+            hint="drop --compile / --device, and use --impl auto, spatial or circulant",
+        )
+    batch = batch if batch is not None else (32 if train else 1)
+    runs = runs if runs is not None else (5 if train else 20)
+    if onnx and batch != 1:
+        raise UsageError("--onnx times batch 1 only (the export's batch axis is dynamic)")
     for name, value, least in (
         ("--batch", batch, 1),
         ("--runs", runs, 1),
@@ -275,23 +344,38 @@ def bench_command(
     ):
         if value < least:
             raise UsageError(f"{name} must be at least {least}, got {value}")
+    if clock not in ("wall", "cpu"):
+        raise UsageError(f"--clock {clock!r} is not one of wall, cpu")
+    if clock == "cpu" and threads != 1:
+        raise UsageError("--clock cpu times one thread", hint="add --threads 1")
+    parsed_device = _check_device(device)
     ui = Output(quiet=quiet, fmt=fmt)
     pair = _pair(
         ui,
         model,
         **conversion_kwargs(stages=stages, rules=rules, input_size=input_size, model_arg=model_arg),
     )
-    ui.info(f"timing {runs} runs of each model after {warmup} warm-up runs")
-    figures = bench_pair(
-        pair.original,
-        pair.converted,
-        pair.input_size,
-        batch=batch,
-        threads=threads,
-        impl=impl,
-        runs=runs,
-        warmup=warmup,
-    )
+    what = "training steps" if train else ("onnxruntime runs" if onnx else "runs")
+    ui.info(f"timing {runs} {what} of each model after {warmup} warm-up runs")
+    common = dict(threads=threads, impl=impl, runs=runs, warmup=warmup, clock=clock)
+    if onnx:
+        from parc_surgery.analysis.bench_onnx import bench_onnx_pair
+
+        figures = bench_onnx_pair(pair.original, pair.converted, pair.input_size, **common)
+    else:
+        if train:
+            from parc_surgery.analysis.bench_train import bench_train_pair as run
+        else:
+            from parc_surgery.analysis.bench import bench_pair as run
+        figures = run(
+            pair.original,
+            pair.converted,
+            pair.input_size,
+            batch=batch,
+            device=parsed_device,
+            compile=compile_models,
+            **common,
+        )
     result = {"model": model, "stages": pair.stages_label, "swaps": len(pair.plan.swaps), **figures}
     _emit(ui, fmt, result, bench_table(result))
 
@@ -308,7 +392,7 @@ def export_command(
             help="224 or 224x288 (HxW). Default: the size the checkpoint was converted at.",
         ),
     ] = None,
-    impl: ExportImplOpt = ExportImpl.spatial,
+    impl: ExportImplOpt = ExportImpl.auto,
     force: ForceOpt = False,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,

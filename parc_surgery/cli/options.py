@@ -82,8 +82,9 @@ Impl.__doc__ = "A ParC backend, or auto (chosen per shape)."
 
 
 class ExportImpl(str, Enum):
-    """The backends with a portable ONNX form (FFT has none)."""
+    """The backends with a portable ONNX form (FFT has none), or auto (per layer)."""
 
+    auto = "auto"
     spatial = "spatial"
     circulant = "circulant"
 
@@ -172,7 +173,8 @@ ExportImplOpt = Annotated[
     ExportImpl,
     typer.Option(
         "--impl",
-        help="ParC backend to export: spatial (Conv) or circulant (MatMul).",
+        help="ParC backend to export: auto (per layer, whichever onnxruntime runs faster), "
+        "spatial (Conv) or circulant (MatMul).",
         case_sensitive=False,
     ),
 ]
@@ -237,6 +239,7 @@ DeviceOpt = Annotated[
     str,
     typer.Option(
         "--device",
-        help="auto | cpu | cuda (auto: CUDA when available; under torchrun one per rank).",
+        help="auto, cpu, cuda or cuda:N (auto: CUDA when available; under torchrun, "
+        "one device per rank).",
     ),
 ]

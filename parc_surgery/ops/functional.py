@@ -47,8 +47,20 @@ def _check_params(weight, bias, pe, direction: str, groups: int) -> tuple[int, i
     return in_chs, k
 
 
-def resolve_impl(impl: str, x_shape, channels: int, groups: int, direction: str, dtype) -> str:
-    """The backend that actually runs: forced > explicit > auto's choice for this shape."""
+def resolve_impl(
+    impl: str,
+    x_shape,
+    channels: int,
+    groups: int,
+    direction: str,
+    dtype,
+    device="cpu",
+    mode: str = "eval",
+) -> str:
+    """The backend that actually runs: forced > explicit > auto's choice for this shape.
+
+    `mode` "train" (grad enabled) asks auto for the fastest forward + backward.
+    """
     forced = current_forced_impl()
     if forced is not None:
         return forced
@@ -59,7 +71,7 @@ def resolve_impl(impl: str, x_shape, channels: int, groups: int, direction: str,
     axis = kernel_axis(direction)
     b, _, h, w = x_shape
     other = w if axis == 2 else h
-    return choose_impl(x_shape[axis], channels, groups, b, other, dtype, direction)
+    return choose_impl(x_shape[axis], channels, groups, b, other, dtype, direction, device, mode)
 
 
 def parc(
@@ -76,7 +88,8 @@ def parc(
     check_input(x, in_chs)
     axis = kernel_axis(direction)
     length = x.shape[axis]
-    name = resolve_impl(impl, x.shape, in_chs, groups, direction, x.dtype)
+    mode = "train" if torch.is_grad_enabled() else "eval"
+    name = resolve_impl(impl, x.shape, in_chs, groups, direction, x.dtype, x.device, mode)
     weight = resample_kernel(weight, length, axis)
     if pe is not None:
         pe = resample_kernel(pe, length, axis)

@@ -9,6 +9,7 @@ import torch.nn as nn
 from timm.layers import register_notrace_module
 
 from .backends import BACKENDS, eager_inference
+from .dispatch import current_forced_impl
 from .functional import check_direction, check_input, kernel_axis, resolve_impl
 from .resample import resample_kernel
 
@@ -29,7 +30,8 @@ class ParC(nn.Module):
     parameter changes (its version counter or storage) or `train()` / `.to()` is called.
     Under torch.compile (checked with the default inductor and aot_eager backends on CPU,
     all three backends, forward and backward) the cache is bypassed and the kernel form
-    is computed inside the graph.
+    is computed inside the graph; `compile_model`'s freezing folds it into constants in
+    inference. `set_impl(name)` changes the backend of one module.
     """
 
     def __init__(
@@ -59,7 +61,8 @@ class ParC(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_chs, in_chs // groups, *k_shape))
         self.bias = nn.Parameter(torch.empty(out_chs)) if bias else None
         self.pe = nn.Parameter(torch.empty(1, in_chs, *k_shape)) if use_pe else None
-        self._forms: dict = {}  # a plain attribute, so never part of state_dict
+        self._forms: dict = {}  # plain attributes, so never part of state_dict
+        self._routes: dict = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -71,7 +74,7 @@ class ParC(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
         if self.pe is not None:
             nn.init.trunc_normal_(self.pe, std=0.02)
-        self._forms.clear()
+        self._forget()
 
     def _params(self, length: int, dtype: torch.dtype):
         axis = kernel_axis(self.direction)
@@ -89,9 +92,11 @@ class ParC(nn.Module):
         return prepare(*self._params(length, dtype), self.direction, self.groups, length)
 
     def _version_key(self) -> tuple | None:
-        params = [p for p in (self.weight, self.bias, self.pe) if p is not None]
+        # _parameters directly: nn.Module.__getattr__ costs a microsecond per name.
         try:
-            return tuple((p._version, p.data_ptr()) for p in params)
+            return tuple(
+                (p._version, p.data_ptr()) for p in self._parameters.values() if p is not None
+            )
         except RuntimeError:  # inference-mode tensors have no version counter
             return None
 
@@ -109,28 +114,68 @@ class ParC(nn.Module):
         self._forms[key] = (version, form)
         return form
 
-    def resolved_impl(self, x_shape, dtype: torch.dtype = torch.float32) -> str:
-        """The backend this module runs for an input of `x_shape`."""
-        return resolve_impl(self.impl, x_shape, self.in_chs, self.groups, self.direction, dtype)
+    def resolved_impl(
+        self,
+        x_shape,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        mode: str = "eval",
+    ) -> str:
+        """The backend this module runs for an input of `x_shape` on `device`.
+
+        `mode` is "eval" (forward only) or "train" (grad enabled: forward + backward).
+        """
+        return resolve_impl(
+            self.impl, x_shape, self.in_chs, self.groups, self.direction, dtype, device, mode
+        )
+
+    def _route(self, x: torch.Tensor) -> str:
+        # The backend per input signature, memoised: `auto` costs one dict lookup per call.
+        mode = "train" if torch.is_grad_enabled() else "eval"
+        key = (x.shape, x.dtype, x.device, mode, current_forced_impl())
+        impl = self._routes.get(key)
+        if impl is None:
+            if len(self._routes) >= 4 * _CACHE_SIZE:
+                self._routes.clear()
+            impl = self.resolved_impl(x.shape, x.dtype, x.device, mode)
+            self._routes[key] = impl
+        return impl
 
     def forward(self, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """ParC of `x`; `out` (eager no-grad only) is a (B, out_chs, H, W) view to fill."""
         check_input(x, self.in_chs)
-        length = x.shape[kernel_axis(self.direction)]
-        impl = self.resolved_impl(x.shape, x.dtype)
-        cacheable = not self.training and eager_inference()
-        if cacheable:
+        return self._run(x, out, eager_inference())
+
+    def _run(self, x: torch.Tensor, out: torch.Tensor | None, eager: bool) -> torch.Tensor:
+        impl = self._route(x)
+        length = x.shape[2 if self.direction == "H" else 3]
+        if length == self.kernel_size:
+            # A plain int, not the traced size: an exported graph then slices with
+            # constants instead of a Shape -> Gather -> Sub chain per ParC.
+            length = self.kernel_size
+        if eager and not self.training:
             form = self._cached_form(impl, length, x.dtype, x.device)
         else:
             form = self._make_form(impl, length, x.dtype)
         return BACKENDS[impl][1](x, form, self.direction, self.groups, out)
 
-    def train(self, mode: bool = True):
+    def set_impl(self, impl: str) -> None:
+        """Run backend `impl` ("auto" or one of the backends) from now on."""
+        if impl != "auto" and impl not in BACKENDS:
+            raise ValueError(f"impl must be 'auto' or one of {tuple(BACKENDS)}, got {impl!r}")
+        self.impl = impl
+        self._forget()
+
+    def _forget(self) -> None:
         self._forms.clear()
+        self._routes.clear()
+
+    def train(self, mode: bool = True):
+        self._forget()
         return super().train(mode)
 
     def _apply(self, fn, *args, **kwargs):
-        self._forms.clear()  # .to()/.half() etc. make every cached form stale
+        self._forget()  # .to()/.half() etc. make every cached form stale
         return super()._apply(fn, *args, **kwargs)
 
     def extra_repr(self) -> str:
@@ -201,6 +246,8 @@ class ParCPair(nn.Module):
         x_h, x_w = x.split(self.split, dim=1)
         y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         y_h, y_w = y.split(self.split, dim=1)
+        # Through __call__, not _run: forward hooks on the halves must fire (export's
+        # baking and user hooks rely on them).
         self.parc_h(x_h, out=y_h)
         self.parc_w(x_w, out=y_w)
         return y.contiguous(memory_format=torch.channels_last) if channels_last else y

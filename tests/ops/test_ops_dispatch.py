@@ -74,3 +74,58 @@ def test_shipped_calibration_parses_and_covers_both_kinds():
     assert kinds == {"depthwise", "dense"}
     for e in data["entries"]:
         assert set(e["times"]) == set(IMPLS) and e["direction"] in "HW"
+
+
+def test_training_entries_decide_with_grad_and_eval_entries_otherwise(table):
+    table(
+        [
+            entry("depthwise", 14, 8 * 192 * 14, "circulant"),
+            {**entry("depthwise", 14, 8 * 192 * 14, "spatial"), "mode": "train"},
+        ]
+    )
+    assert choose_impl(14, 192, 192, 8, 14) == "circulant"
+    assert choose_impl(14, 192, 192, 8, 14, mode="train") == "spatial"
+    # no training entry of the kind: the forward timings are used
+    table([entry("depthwise", 14, 8 * 192 * 14, "fft")])
+    assert choose_impl(14, 192, 192, 8, 14, mode="train") == "fft"
+
+
+def test_entries_of_another_device_type_are_not_read(table):
+    table([{**entry("depthwise", 14, 8 * 192 * 14, "fft"), "device": "cuda"}])
+    # no CPU entry: the CPU cost model decides (circulant here), not the CUDA timing
+    assert choose_impl(14, 192, 192, 8, 14, device="cpu") == "circulant"
+    assert choose_impl(14, 192, 192, 8, 14, device="cuda") == "fft"
+    assert choose_impl(14, 192, 192, 8, 14, device=torch.device("cuda", 1)) == "fft"
+
+
+def test_cuda_without_a_calibration_uses_the_gpu_cost_model(table):
+    table([])
+    assert choose_impl(14, 192, 192, 1, 14, device="cuda") == "circulant"
+    assert choose_impl(224, 16, 16, 8, 224, device="cuda") == "fft"
+
+
+def test_choose_from_table_limits_the_backends_and_falls_back_to_the_first():
+    from parc_surgery.ops.dispatch import choose_from_table
+
+    onnx_table = {
+        "entries": [
+            {
+                "kind": "depthwise",
+                "direction": "H",
+                "length": 14,
+                "lines": 192 * 14,
+                "times": {"spatial": 2.0, "circulant": 1.0},
+            }
+        ]
+    }
+    args = (14, 192, 192, 1, 14, "H")
+    assert choose_from_table(onnx_table, ("spatial", "circulant"), *args) == "circulant"
+    assert choose_from_table(onnx_table, ("spatial",), *args) == "spatial"
+    dense = (14, 128, 1, 1, 14, "H")  # no dense entry in the table
+    assert choose_from_table(onnx_table, ("spatial", "circulant"), *dense) == "spatial"
+
+
+def test_shipped_onnx_calibration_parses():
+    data = dispatch.load_calibration(name="onnx_calibration.json")
+    for e in data["entries"]:
+        assert set(e["times"]) == {"spatial", "circulant"} and e["direction"] in "HW"

@@ -1,0 +1,119 @@
+"""Deployed cost: the ONNX exports of an original model and its conversion in onnxruntime.
+
+Both models are exported with `export_onnx` (checked against PyTorch, ParC as the
+backend `impl` says: "auto" picks per layer what onnxruntime runs fastest) into a
+temporary folder and run by onnxruntime's CPU provider with `threads` intra-op threads
+(inter-op 1, sequential), at batch 1, timed in alternating rounds after a warm-up.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from parc_surgery.analysis.bench import (
+    CLOCKS,
+    check_clock,
+    latency_stats,
+    pair_ratios,
+)
+from parc_surgery.costs import count_params, model_macs
+from parc_surgery.models import input_channels
+
+__all__ = ["bench_onnx_pair", "ort_session", "time_sessions"]
+
+
+def ort_session(path: str | Path, threads: int | None = None):
+    """An onnxruntime CPU session of `path` with `threads` intra-op threads (None: ORT's)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.log_severity_level = 3
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    if threads is not None:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def time_sessions(
+    sessions: dict, feed, *, runs: int = 20, warmup: int = 3, clock: str = "wall"
+) -> dict:
+    """Seconds per run of each onnxruntime session on `feed` (a numpy array), interleaved.
+
+    With one intra-op thread onnxruntime computes on the calling thread, so the "cpu"
+    clock sees all of its work.
+    """
+    now = CLOCKS[clock]
+    times: dict[str, list[float]] = {name: [] for name in sessions}
+    names = list(sessions)
+    for round_index in range(warmup + runs):
+        order = names if round_index % 2 == 0 else names[::-1]
+        for name in order:
+            session = sessions[name]
+            inputs = {session.get_inputs()[0].name: feed}
+            start = now()
+            session.run(None, inputs)
+            elapsed = now() - start
+            if round_index >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
+def bench_onnx_pair(
+    original: nn.Module,
+    converted: nn.Module,
+    input_size: tuple[int, int],
+    *,
+    threads: int | None = None,
+    impl: str = "auto",
+    runs: int = 20,
+    warmup: int = 3,
+    seed: int = 0,
+    clock: str = "wall",
+) -> dict:
+    """Params, MACs and onnxruntime latency of both exports; converted / original ratios."""
+    from parc_surgery.analysis.export import export_onnx
+
+    input_size = (int(input_size[0]), int(input_size[1]))
+    threads = threads if threads is not None else torch.get_num_threads()
+    check_clock(clock, threads)
+    figures = {
+        name: {"params": count_params(m), "macs": model_macs(m, input_size)}
+        for name, m in (("original", original), ("converted", converted))
+    }
+    with tempfile.TemporaryDirectory(prefix="parc-bench-") as folder:
+        exports = {
+            "original": export_onnx(original, Path(folder, "original.onnx"), input_size=input_size),
+            "converted": export_onnx(
+                converted, Path(folder, "converted.onnx"), input_size=input_size, impl=impl
+            ),
+        }
+        sessions = {name: ort_session(e["path"], threads) for name, e in exports.items()}
+        chans = input_channels(original)
+        x = torch.randn(1, chans, *input_size, generator=torch.Generator().manual_seed(seed))
+        times = time_sessions(sessions, x.numpy(), runs=runs, warmup=warmup, clock=clock)
+    for name in figures:
+        figures[name]["latency_ms"] = latency_stats(times[name])
+        figures[name]["onnx_nodes"] = exports[name]["nodes"]
+    import onnxruntime
+
+    return {
+        "measure": "onnxruntime",
+        "input_size": list(input_size),
+        "batch": 1,
+        "threads": threads,
+        "impl": impl,
+        "impls": exports["converted"]["impls"],
+        "device": "cpu",
+        "compiled": False,
+        "clock": clock,
+        "runtime": f"onnxruntime {onnxruntime.__version__}",
+        "runs": runs,
+        "warmup": warmup,
+        **figures,
+        "ratios": pair_ratios(figures),
+    }
