@@ -7,21 +7,28 @@ model = ps.load("parc.safetensors", model=base)           # base: the unconverte
 planned = ps.plan_conversion("resnet50", stages=[3, 4])   # by name; changes nothing
 result = ps.convert("resnet50", stages=[3, 4], output="r50-parc.safetensors")
 backbone = ps.load("r50-parc.safetensors", features_only=True, out_indices=(3, 4))
+ps.finetune(...)  /  ps.evaluate_source(...)             # recovery (parc_surgery.train)
+ps.import_official(...)  /  ps.export_official(...)       # official ParC-Net weights
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "Plan",
     "Swap",
     "__version__",
     "apply_plan",
+    "compile_model",
     "convert",
     "create_model",
+    "evaluate_source",
+    "export_official",
+    "finetune",
+    "import_official",
     "load",
     "parcify_",
     "plan_conversion",
@@ -37,6 +44,11 @@ _EXPORTS = {
     "verify": "parc_surgery.apply",
     "convert": "parc_surgery.pipeline",
     "create_model": "parc_surgery.models",
+    "compile_model": "parc_surgery.ops",
+    "evaluate_source": "parc_surgery.train.run",
+    "finetune": "parc_surgery.train.run",
+    "import_official": "parc_surgery.official",
+    "export_official": "parc_surgery.official",
     "parcify_": "parc_surgery.pipeline",
     "plan_conversion": "parc_surgery.pipeline",
     "load": "parc_surgery.checkpoint",

@@ -194,7 +194,7 @@ def test_public_api_names_stay_functions_after_their_modules_are_imported():
 
     import parc_surgery as ps
 
-    for module in ("apply", "checkpoint", "pipeline", "plan"):
+    for module in ("apply", "checkpoint", "pipeline", "plan", "official", "train.run"):
         importlib.import_module(f"parc_surgery.{module}")  # would shadow a same-named export
     for name in ps.__all__:
         if name != "__version__":

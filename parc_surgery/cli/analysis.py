@@ -21,6 +21,7 @@ from parc_surgery.cli.common import (
 )
 from parc_surgery.cli.options import (
     CheckpointArg,
+    CheckpointSizeOpt,
     DataFormat,
     DeviceOpt,
     ExportImpl,
@@ -385,13 +386,7 @@ def bench_command(
 def export_command(
     checkpoint: CheckpointArg,
     out: Annotated[str, typer.Option("--out", "-o", help="ONNX file to write.")],
-    input_size: Annotated[
-        str | None,
-        typer.Option(
-            "--input-size",
-            help="224 or 224x288 (HxW). Default: the size the checkpoint was converted at.",
-        ),
-    ] = None,
+    input_size: CheckpointSizeOpt = None,
     impl: ExportImplOpt = ExportImpl.auto,
     force: ForceOpt = False,
     fmt: FormatOpt = DataFormat.table,

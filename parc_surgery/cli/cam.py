@@ -17,6 +17,7 @@ from parc_surgery.cli import app
 from parc_surgery.cli.common import EXIT_CODE_HELP, Output, handle_errors, parse_size
 from parc_surgery.cli.options import (
     CheckpointArg,
+    CheckpointSizeOpt,
     DataFormat,
     ForceOpt,
     FormatOpt,
@@ -80,13 +81,7 @@ def cam_command(
         int | None,
         typer.Option("--class", help="Class to explain. Default: each model's top-1 class."),
     ] = None,
-    input_size: Annotated[
-        str | None,
-        typer.Option(
-            "--input-size",
-            help="224 or 224x288 (HxW). Default: the size the checkpoint was converted at.",
-        ),
-    ] = None,
+    input_size: CheckpointSizeOpt = None,
     out: Annotated[
         Path | None,
         typer.Option("--out", "-o", help="PNG to write. Default: <checkpoint>-cam.png."),

@@ -25,7 +25,7 @@ __all__ = [
     "BatchSizeOpt",
     "CheckpointArg",
     "DataFormat",
-    "DataInputSizeOpt",
+    "CheckpointSizeOpt",
     "DataOpt",
     "DatasetOpt",
     "DeviceOpt",
@@ -221,12 +221,12 @@ DatasetOpt = Annotated[
         help="timm create_dataset name (e.g. torch/cifar10, hfds/NAME); default: folder or tar.",
     ),
 ]
-DataInputSizeOpt = Annotated[
+CheckpointSizeOpt = Annotated[
     str | None,
     typer.Option(
         "--input-size",
-        help="224 or 224x288 (HxW). Default: the checkpoint's conversion size, or the "
-        "timm model's pretrained_cfg.",
+        help="224 or 224x288 (HxW). Default: the size a checkpoint was converted at (a "
+        "timm model: its pretrained_cfg's).",
     ),
 ]
 BatchSizeOpt = Annotated[

@@ -23,8 +23,8 @@ from parc_surgery.cli.common import (
 )
 from parc_surgery.cli.options import (
     BatchSizeOpt,
+    CheckpointSizeOpt,
     DataFormat,
-    DataInputSizeOpt,
     DataOpt,
     DatasetOpt,
     DeviceOpt,
@@ -174,7 +174,7 @@ def eval_command(
     model_arg: ModelArgsOpt = None,
     dataset: DatasetOpt = "",
     split: Annotated[str, typer.Option("--split", "--val-split", help="Split evaluated.")] = "val",
-    input_size: DataInputSizeOpt = None,
+    input_size: CheckpointSizeOpt = None,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = 2,
     limit: Annotated[
@@ -280,7 +280,7 @@ def finetune_command(
     val_split: Annotated[
         str, typer.Option("--val-split", help="Split evaluated after each epoch.")
     ] = "val",
-    input_size: DataInputSizeOpt = None,
+    input_size: CheckpointSizeOpt = None,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = 2,
     augment: Annotated[

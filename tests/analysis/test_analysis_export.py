@@ -91,3 +91,16 @@ def test_export_leaves_the_model_in_its_mode(tmp_path):
     model = _dense_net().train()
     export_onnx(model, tmp_path / "m.onnx", input_size=(12, 16))
     assert model.training
+
+
+def test_block_level_position_embeddings_resampled_in_the_graph_run_in_onnxruntime(tmp_path):
+    # The MobileViT meta-former adds its first pe before a BatchNorm, outside any ParC, so
+    # exporting at another size resamples it inside the graph; that graph must load in
+    # onnxruntime (a Transpose perm with -1 once failed its type inference).
+    from parc_surgery.blocks import ParCMetaFormerBlock
+
+    torch.manual_seed(0)
+    block = ParCMetaFormerBlock(8, (6, 6), 16, use_pe=True).eval()
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), block).eval()
+    result = export_onnx(net, tmp_path / "mf.onnx", input_size=(10, 8), impl="spatial")
+    assert result["ok"] and result["max_abs_diff"] <= 1e-4
