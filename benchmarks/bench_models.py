@@ -21,7 +21,14 @@ import argparse
 import contextlib
 
 import torch
-from doc_tables import EARLY_MODELS, MODELS, has_rules, machine_line, write_section
+from doc_tables import (
+    EARLY_MODELS,
+    MODELS,
+    add_timing_arguments,
+    machine_line,
+    selected,
+    write_section,
+)
 
 from parc_surgery.analysis.bench import bench_pair, using_threads
 from parc_surgery.analysis.pair import convert_pair
@@ -136,14 +143,13 @@ def markdown(section: str, rows: list, args, skipped: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_rows(models, args, wanted) -> tuple[list, list[str]]:
+def run_rows(models, args) -> tuple[list, list[str]]:
     rows, skipped = [], []
-    for label, name, model_args, rules, stages, target, official in models:
-        if wanted and label.lower() not in wanted and name not in wanted:
-            continue
-        if not has_rules(rules):
-            skipped.append(f"{label}: no `{rules}` rules config in this build")
-            print(f"{label}: skipped, no {rules!r} rules config in this build", flush=True)
+    for row, missing in selected(models, args.only):
+        label, name, model_args, rules, stages, target, official = row
+        if missing:
+            skipped.append(missing)
+            print(f"{missing}: skipped", flush=True)
             continue
         print(f"{label}: converting and timing {name} ...", flush=True)
         result = bench_one(name, model_args, rules, stages, args)
@@ -161,24 +167,12 @@ def run_rows(models, args, wanted) -> tuple[list, list[str]]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    parser.add_argument("--runs", type=int, default=30, help="timed runs per model")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first")
-    parser.add_argument("--impl", default="auto", help="ParC backend: auto|spatial|fft|circulant")
-    parser.add_argument("--only", default="", help="comma-separated labels or timm names")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    add_timing_arguments(parser, runs=30, warmup=5)
     parser.add_argument("--compile", action="store_true", help="time both models compiled")
     parser.add_argument("--no-early", action="store_true", help="skip the stages 1-4 rows")
     parser.add_argument(
         "--profile", type=int, default=0, metavar="N", help="print the N costliest ops"
     )
-    parser.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="wall time, or the thread's CPU time (with --threads 1; steadier when busy)",
-    )
-    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--note", default="", help="a sentence to add under the table")
     args = parser.parse_args(argv)
     args.command = "python benchmarks/bench_models.py " + " ".join(argv or _argv())
@@ -193,14 +187,13 @@ def _argv() -> list[str]:
 
 def main() -> None:
     args = parse_args()
-    wanted = {w.strip().lower() for w in args.only.split(",") if w.strip()}
     sections = []
-    rows, skipped = run_rows(MODELS, args, wanted)
+    rows, skipped = run_rows(MODELS, args)
     main_section = COMPILED_SECTION if args.compile else SECTION
     if rows or skipped:
         sections.append(markdown(main_section, rows, args, skipped))
     if not args.no_early and not args.compile:
-        early, _ = run_rows(EARLY_MODELS, args, wanted)
+        early, _ = run_rows(EARLY_MODELS, args)
         if early:
             sections.append(markdown(EARLY_SECTION, early, args, []))
     for text in sections:

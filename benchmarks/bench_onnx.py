@@ -23,7 +23,14 @@ import tempfile
 from pathlib import Path
 
 import torch
-from doc_tables import MODELS, has_rules, machine_line, machine_name, write_section
+from doc_tables import (
+    MODELS,
+    add_timing_arguments,
+    machine_line,
+    machine_name,
+    selected,
+    write_section,
+)
 from torch import nn
 
 from parc_surgery.analysis.bench_onnx import bench_onnx_pair, ort_session, time_sessions
@@ -103,18 +110,14 @@ def calibrate(threads: int, runs: int, passes: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
-    parser.add_argument("--runs", type=int, default=30, help="timed runs per model")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first")
-    parser.add_argument("--impl", default="auto", help="exported backend: auto|spatial|circulant")
-    parser.add_argument("--only", default="", help="comma-separated labels or timm names")
-    parser.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="wall time, or the thread's CPU time (with --threads 1; steadier when busy)",
+    add_timing_arguments(
+        parser,
+        runs=30,
+        warmup=5,
+        impl_help="exported backend: auto|spatial|circulant",
+        threads_help="onnxruntime intra-op threads",
+        device=False,
     )
-    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     parser.add_argument("--write-calibration", action="store_true", help="rewrite the table")
     parser.add_argument("--passes", type=int, default=3, help="calibration passes (best kept)")
     args = parser.parse_args()
@@ -124,7 +127,6 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.write_calibration:
         calibrate(args.threads, 20, args.passes)
-    wanted = {w.strip().lower() for w in args.only.split(",") if w.strip()}
     import onnxruntime
 
     lines = [
@@ -143,11 +145,9 @@ def main() -> None:
         "| converted ms | deployed ratio | ratio of minima | met |",
         "|---|---|---|---:|---:|---:|---:|---:|:---:|",
     ]
-    for label, name, model_args, rules, _, _, _ in MODELS:
-        if wanted and label.lower() not in wanted and name not in wanted:
-            continue
-        if not has_rules(rules):
-            lines.append(f"| {label}: no `{rules}` rules config in this build | | | | | | | | |")
+    for (label, name, model_args, rules, _, _, _), missing in selected(MODELS, args.only):
+        if missing:
+            lines.append(f"| {missing} | | | | | | | | |")
             continue
         print(f"{label}: converting, exporting and timing {name} ...", flush=True)
         pair = convert_pair(name, model_args=model_args, input_size=INPUT_SIZE, rules=rules)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from doc_tables import MODELS, has_rules, machine_line, write_section
+from doc_tables import MODELS, add_timing_arguments, machine_line, selected, write_section
 
 from parc_surgery.analysis.bench_train import bench_train_pair
 from parc_surgery.analysis.pair import convert_pair
@@ -27,25 +27,12 @@ TARGET = 1.05
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    add_timing_arguments(parser, runs=5, warmup=2)
     parser.add_argument("--batch", type=int, default=32, help="batch size")
-    parser.add_argument("--runs", type=int, default=5, help="timed steps per model")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
-    parser.add_argument("--impl", default="auto", help="ParC backend: auto|spatial|fft|circulant")
-    parser.add_argument("--only", default="", help="comma-separated labels or timm names")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
-    parser.add_argument(
-        "--clock",
-        choices=("wall", "cpu"),
-        default="wall",
-        help="wall time, or the thread's CPU time (with --threads 1; steadier when busy)",
-    )
-    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     command = "python benchmarks/bench_train.py " + " ".join(
         a for a in sys.argv[1:] if a != "--write"
     )
-    wanted = {w.strip().lower() for w in args.only.split(",") if w.strip()}
     lines = [
         SECTION,
         "",
@@ -62,11 +49,9 @@ def main() -> None:
         "| step ratio | ratio of minima | target | met |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
-    for label, name, model_args, rules, _, _, _ in MODELS:
-        if wanted and label.lower() not in wanted and name not in wanted:
-            continue
-        if not has_rules(rules):
-            lines.append(f"| {label}: no `{rules}` rules config in this build | | | | | | | | | |")
+    for (label, name, model_args, rules, _, _, _), missing in selected(MODELS, args.only):
+        if missing:
+            lines.append(f"| {missing} | | | | | | | | | |")
             continue
         print(f"{label}: converting and timing training steps of {name} ...", flush=True)
         pair = convert_pair(name, model_args=model_args, input_size=INPUT_SIZE, rules=rules)

@@ -7,6 +7,7 @@ sections are kept).
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -19,9 +20,11 @@ __all__ = [
     "DOC",
     "EARLY_MODELS",
     "MODELS",
+    "add_timing_arguments",
     "has_rules",
     "machine_line",
     "machine_name",
+    "selected",
     "write_section",
 ]
 
@@ -45,6 +48,44 @@ EARLY_MODELS = [
     ("ConvNeXt-T, stages 1-4", "convnext_tiny", {}, None, "1,2,3,4", None, None),
     ("MobileNetV2, stages 1-4", "mobilenetv2_100", {}, None, "1,2,3,4", None, None),
 ]
+
+
+def add_timing_arguments(
+    parser: argparse.ArgumentParser,
+    *,
+    runs: int,
+    warmup: int,
+    impl_help: str = "ParC backend: auto|spatial|fft|circulant",
+    threads_help: str = "torch intra-op threads",
+    device: bool = True,
+) -> None:
+    """The options every timing script takes (threads, runs, model selection, clock, write)."""
+    parser.add_argument("--threads", type=int, default=2, help=threads_help)
+    parser.add_argument("--runs", type=int, default=runs, help="timed runs per model")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed runs first")
+    parser.add_argument("--impl", default="auto", help=impl_help)
+    parser.add_argument("--only", default="", help="comma-separated labels or timm names")
+    if device:
+        parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="wall time, or the thread's CPU time (with --threads 1; steadier when busy)",
+    )
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+
+
+def selected(models: list[tuple], only: str):
+    """The rows of `models` that --only names (all without it): (row, missing) pairs, where
+    missing is a line saying the row's rules config is not in this build, else None."""
+    wanted = {w.strip().lower() for w in only.split(",") if w.strip()}
+    for row in models:
+        label, name, _, rules = row[:4]
+        if wanted and label.lower() not in wanted and name not in wanted:
+            continue
+        missing = None if has_rules(rules) else f"{label}: no `{rules}` rules config in this build"
+        yield row, missing
 
 
 def has_rules(name: str | None) -> bool:
