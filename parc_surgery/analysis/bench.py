@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -29,6 +29,7 @@ __all__ = [
     "bench_pair",
     "check_clock",
     "impl_context",
+    "interleaved_times",
     "latency_stats",
     "pair_ratios",
     "synchronize",
@@ -76,6 +77,34 @@ def synchronize(device: torch.device | str) -> None:
         torch.cuda.synchronize(device)
 
 
+def interleaved_times(
+    calls: dict[str, Callable[[], object]],
+    *,
+    runs: int,
+    warmup: int,
+    clock: str = "wall",
+    around: Callable[[str], contextlib.AbstractContextManager] | None = None,
+) -> dict[str, list[float]]:
+    """Seconds per call of each entry, `runs` each after `warmup` untimed rounds.
+
+    The entries take turns, in alternating order so neither always runs right after the
+    other; `around(name)`, if given, is entered outside the timed region of each call.
+    """
+    now = CLOCKS[clock]
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for round_index in range(warmup + runs):
+        order = names if round_index % 2 == 0 else names[::-1]
+        for name in order:
+            with around(name) if around is not None else contextlib.nullcontext():
+                start = now()
+                calls[name]()
+                elapsed = now() - start
+            if round_index >= warmup:
+                times[name].append(elapsed)
+    return times
+
+
 def time_models(
     models: dict[str, nn.Module],
     x: torch.Tensor,
@@ -87,26 +116,25 @@ def time_models(
 ) -> dict[str, list[float]]:
     """Seconds per forward of each model, `runs` each, timed in alternating rounds."""
     impls = impls or {}
-    device = x.device
-    now = CLOCKS[clock]
-    times: dict[str, list[float]] = {name: [] for name in models}
-    names = list(models)
+
+    def forward(model: nn.Module) -> Callable[[], None]:
+        def call() -> None:
+            model(x)
+            synchronize(x.device)
+
+        return call
+
     with contextlib.ExitStack() as stack:
         for model in models.values():
             stack.enter_context(eval_mode(model))
         stack.enter_context(torch.inference_mode())
-        for round_index in range(warmup + runs):
-            # Alternate the order so neither model always runs right after the other.
-            order = names if round_index % 2 == 0 else names[::-1]
-            for name in order:
-                with impl_context(impls.get(name, "auto")):
-                    start = now()
-                    models[name](x)
-                    synchronize(device)
-                    elapsed = now() - start
-                if round_index >= warmup:
-                    times[name].append(elapsed)
-    return times
+        return interleaved_times(
+            {name: forward(m) for name, m in models.items()},
+            runs=runs,
+            warmup=warmup,
+            clock=clock,
+            around=lambda name: impl_context(impls.get(name, "auto")),
+        )
 
 
 def latency_stats(seconds: list[float]) -> dict[str, float]:

@@ -9,14 +9,15 @@ temporary folder and run by onnxruntime's CPU provider with `threads` intra-op t
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from parc_surgery.analysis.bench import (
-    CLOCKS,
     check_clock,
+    interleaved_times,
     latency_stats,
     pair_ratios,
 )
@@ -47,20 +48,13 @@ def time_sessions(
     With one intra-op thread onnxruntime computes on the calling thread, so the "cpu"
     clock sees all of its work.
     """
-    now = CLOCKS[clock]
-    times: dict[str, list[float]] = {name: [] for name in sessions}
-    names = list(sessions)
-    for round_index in range(warmup + runs):
-        order = names if round_index % 2 == 0 else names[::-1]
-        for name in order:
-            session = sessions[name]
-            inputs = {session.get_inputs()[0].name: feed}
-            start = now()
-            session.run(None, inputs)
-            elapsed = now() - start
-            if round_index >= warmup:
-                times[name].append(elapsed)
-    return times
+
+    def run(session) -> Callable[[], object]:
+        inputs = {session.get_inputs()[0].name: feed}
+        return lambda: session.run(None, inputs)
+
+    calls = {name: run(session) for name, session in sessions.items()}
+    return interleaved_times(calls, runs=runs, warmup=warmup, clock=clock)
 
 
 def bench_onnx_pair(

@@ -12,14 +12,16 @@ change: pass copies to keep them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
 from parc_surgery.analysis.bench import (
     BENCH_IMPLS,
-    CLOCKS,
     check_clock,
     impl_context,
+    interleaved_times,
     latency_stats,
     pair_ratios,
     synchronize,
@@ -63,23 +65,24 @@ def time_train_steps(
 ) -> dict[str, list[float]]:
     """Seconds per training step of each model, `runs` each, in alternating rounds."""
     impls = impls or {}
-    now = CLOCKS[clock]
     steps = step_fns or {name: _step_fn(m, x, labels) for name, m in models.items()}
-    times: dict[str, list[float]] = {name: [] for name in models}
-    names = list(models)
     for model in models.values():
         model.train()
-    for round_index in range(warmup + runs):
-        order = names if round_index % 2 == 0 else names[::-1]
-        for name in order:
-            with impl_context(impls.get(name, "auto")):
-                start = now()
-                steps[name]()
-                synchronize(x.device)
-                elapsed = now() - start
-            if round_index >= warmup:
-                times[name].append(elapsed)
-    return times
+
+    def timed(name: str) -> Callable[[], None]:
+        def call() -> None:
+            steps[name]()
+            synchronize(x.device)
+
+        return call
+
+    return interleaved_times(
+        {name: timed(name) for name in models},
+        runs=runs,
+        warmup=warmup,
+        clock=clock,
+        around=lambda name: impl_context(impls.get(name, "auto")),
+    )
 
 
 def bench_train_pair(
