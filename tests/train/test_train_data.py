@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from train_testkit import finetune_cli
 from typer.testing import CliRunner
 
 from parc_surgery.cli import app
@@ -18,28 +19,7 @@ def _eval(checkpoint, data, *extra):
 
 
 def _finetune(checkpoint, weights, data, out, *extra):
-    return runner.invoke(
-        app,
-        [
-            "finetune",
-            str(checkpoint),
-            "--data",
-            str(data),
-            "--teacher-weights",
-            str(weights),
-            "-o",
-            str(out),
-            "-j",
-            "0",
-            "-b",
-            "8",
-            "--epochs",
-            "1",
-            "--warmup-epochs",
-            "0",
-            *extra,
-        ],
-    )
+    return finetune_cli(checkpoint, data, out, "--warmup-epochs", "0", *extra, teacher=weights)
 
 
 def _clean(result, code: int, *words: str) -> str:

@@ -6,15 +6,11 @@ from __future__ import annotations
 import json
 
 import torch
-from train_testkit import tensors
-from typer.testing import CliRunner
+from train_testkit import finetune_cli, tensors
 
 import parc_surgery as ps
 from parc_surgery.checkpoint import file_sha256, read_recipe
-from parc_surgery.cli import app
 from parc_surgery.train import DataConfig, TrainConfig, finetune
-
-runner = CliRunner()
 
 
 def _data(root, **kwargs) -> DataConfig:
@@ -68,28 +64,8 @@ def test_fine_tuning_lowers_the_loss_on_the_images_it_trains_on(convnext, digits
 def test_the_output_loads_and_carries_its_training_record(convnext, digits, tmp_path):
     checkpoint, weights = convnext
     out = tmp_path / "recovered.safetensors"
-    result = runner.invoke(
-        app,
-        [
-            "finetune",
-            str(checkpoint),
-            "--data",
-            str(digits),
-            "--teacher-weights",
-            str(weights),
-            "-o",
-            str(out),
-            "-j",
-            "0",
-            "-b",
-            "8",
-            "--epochs",
-            "1",
-            "--seed",
-            "3",
-            "--format",
-            "json",
-        ],
+    result = finetune_cli(
+        checkpoint, digits, out, "--seed", "3", "--format", "json", teacher=weights
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # one JSON document alone on stdout
@@ -125,24 +101,7 @@ def test_the_output_loads_and_carries_its_training_record(convnext, digits, tmp_
 def test_no_teacher_fine_tunes_on_labels_and_skips_the_warm_start(convnext, digits, tmp_path):
     checkpoint, _ = convnext
     out = tmp_path / "plain.safetensors"
-    result = runner.invoke(
-        app,
-        [
-            "finetune",
-            str(checkpoint),
-            "--data",
-            str(digits),
-            "--no-teacher",
-            "-o",
-            str(out),
-            "-j",
-            "0",
-            "-b",
-            "8",
-            "--epochs",
-            "1",
-        ],
-    )
+    result = finetune_cli(checkpoint, digits, out, "--no-teacher")
     assert result.exit_code == 0, result.output
     assert "no warm start" in result.stderr
     assert "━" not in result.stderr  # no progress bar off a terminal, epoch lines instead
@@ -159,24 +118,8 @@ def test_a_teacher_other_than_the_converted_weights_is_warned_about(convnext, di
     other = ps.create_model("test_convnext", {"num_classes": 10})
     weights = tmp_path / "other.safetensors"
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(weights))
-    result = runner.invoke(
-        app,
-        [
-            "finetune",
-            str(checkpoint),
-            "--data",
-            str(digits),
-            "--teacher-weights",
-            str(weights),
-            "-o",
-            str(tmp_path / "o.safetensors"),
-            "-j",
-            "0",
-            "-b",
-            "8",
-            "--epochs",
-            "0",
-        ],
+    result = finetune_cli(
+        checkpoint, digits, tmp_path / "o.safetensors", "--epochs", "0", teacher=weights
     )
     assert result.exit_code == 0, result.output
     assert "warning: the checkpoint was converted from weights with sha256" in result.stderr

@@ -56,6 +56,18 @@ def convert_tiny(
     return checkpoint, weights
 
 
+def finetune_cli(checkpoint, data, out, *extra: str, teacher=None):
+    """`parc-surgery finetune` in this process: 1 epoch, batch 8, no workers, then `extra`
+    (a later repeat of an option wins); `teacher` adds --teacher-weights."""
+    from typer.testing import CliRunner
+
+    from parc_surgery.cli import app
+
+    teacher_args = ["--teacher-weights", str(teacher)] if teacher is not None else []
+    args = ["finetune", str(checkpoint), "--data", str(data), *teacher_args, "-o", str(out)]
+    return CliRunner().invoke(app, [*args, "-j", "0", "-b", "8", "--epochs", "1", *extra])
+
+
 def cli_env() -> dict[str, str]:
     """One thread per process (the suite shares 2 cores), no colour, no hub."""
     return {
