@@ -33,22 +33,31 @@ def _times(value: float | None) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}x"
 
 
-def erf_table(result: dict) -> Table:
-    """One row per model: the share of the input area holding 20/50/90% of the ERF mass."""
-    keys = list(result["original"]["area_ratio"])
+def _table(title: str, caption: str, columns: list[tuple[str, str]]) -> Table:
+    """A result table: title and caption left-aligned, `columns` as (header, justify)."""
     table = Table(
-        title=f"ERF of {result['model']} (stages {result['stages']}), "
-        f"{result['input_size'][0]}x{result['input_size'][1]}, "
-        f"{result['inputs']['count']} {result['inputs']['kind']} inputs",
-        caption="high-contribution area ratio: the smallest share of the input area that "
-        "holds that share of the gradient mass (larger = wider ERF)",
+        title=title,
+        caption=caption,
         title_justify="left",
         caption_justify="left",
         min_width=_MIN_WIDTH,
     )
-    table.add_column("model")
-    for key in keys:
-        table.add_column(f"{key}% mass", justify="right")
+    for column, justify in columns:
+        table.add_column(column, justify=justify)
+    return table
+
+
+def erf_table(result: dict) -> Table:
+    """One row per model: the share of the input area holding 20/50/90% of the ERF mass."""
+    keys = list(result["original"]["area_ratio"])
+    table = _table(
+        f"ERF of {result['model']} (stages {result['stages']}), "
+        f"{result['input_size'][0]}x{result['input_size'][1]}, "
+        f"{result['inputs']['count']} {result['inputs']['kind']} inputs",
+        "high-contribution area ratio: the smallest share of the input area that "
+        "holds that share of the gradient mass (larger = wider ERF)",
+        [("model", "left"), *((f"{key}% mass", "right") for key in keys)],
+    )
     for name in ("original", "converted"):
         ratios = result[name]["area_ratio"]
         table.add_row(name, *(_pct(ratios[k]) for k in keys))
@@ -81,23 +90,19 @@ def bench_table(result: dict) -> Table:
     if result.get("impls"):
         how += " (" + ", ".join(f"{n} {k}" for k, n in result["impls"].items()) + ")"
     where = result.get("device", "cpu") + (", compiled" if result.get("compiled") else "")
-    table = Table(
-        title=f"{result['model']} (stages {result['stages']}): {size[0]}x{size[1]}, "
+    table = _table(
+        f"{result['model']} (stages {result['stages']}): {size[0]}x{size[1]}, "
         f"batch {result['batch']}, {_plural(result['threads'] or 1, 'thread')}, {where}, "
         f"{how}, {timed}, median of {result['runs']} runs",
-        caption="MACs at batch 1 with ParC counted as its spatial form; timings are "
+        "MACs at batch 1 with ParC counted as its spatial form; timings are "
         "wall-clock on this machine and vary with its load",
-        title_justify="left",
-        caption_justify="left",
-        min_width=_MIN_WIDTH,
+        [
+            ("", "left"),
+            ("original", "right"),
+            ("converted", "right"),
+            ("converted / original", "right"),
+        ],
     )
-    for column, justify in (
-        ("", "left"),
-        ("original", "right"),
-        ("converted", "right"),
-        ("converted / original", "right"),
-    ):
-        table.add_column(column, justify=justify)
     table.add_row(
         "params",
         human_count(orig["params"]),
@@ -145,27 +150,23 @@ def _fixed(value: float | None, places: int = 3) -> str:
 def cam_table(result: dict) -> Table:
     """Per image, one row per model: its class, where the map's mass lies, and the IoU."""
     size = result["input_size"]
-    table = Table(
-        title=f"{result['method']} of {result['model']} at {result['target_layer']} "
+    table = _table(
+        f"{result['method']} of {result['model']} at {result['target_layer']} "
         f"({size[0]}x{size[1]}; original weights: {result['original_weights']})",
-        caption="mass 50% / 90%: the smallest share of the image area holding that share "
+        "mass 50% / 90%: the smallest share of the image area holding that share "
         "of the map; entropy: of the map, 1 = flat, 0 = one pixel; IoU: of the two models' "
         "top-20% regions",
-        title_justify="left",
-        caption_justify="left",
-        min_width=_MIN_WIDTH,
+        [
+            ("image", "left"),
+            ("model", "left"),
+            ("top-1 (p)", "right"),
+            ("map of", "right"),
+            ("mass 50%", "right"),
+            ("mass 90%", "right"),
+            ("entropy", "right"),
+            ("IoU top-20%", "right"),
+        ],
     )
-    for column, justify in (
-        ("image", "left"),
-        ("model", "left"),
-        ("top-1 (p)", "right"),
-        ("map of", "right"),
-        ("mass 50%", "right"),
-        ("mass 90%", "right"),
-        ("entropy", "right"),
-        ("IoU top-20%", "right"),
-    ):
-        table.add_column(column, justify=justify)
     for entry in result["images"]:
         for name in ("original", "converted"):
             model = entry[name]
