@@ -19,7 +19,10 @@ halves swapped (parc_surgery.official swaps them on import and export).
 
 Kernel lengths are those of ParC-Net-S's native 256 x 256 input, 256 / stride (32, 16, 8
 in mobilevit_s), whatever the conversion's input size: ParC resamples them at run time.
-A rule's `kernel_size` overrides them.
+The stride is the block's nominal one: a stage that a smaller `output_stride` dilates
+instead of downsampling (timm gives its local conv that dilation) keeps its kernel, as the
+official DeepLabV3 encoder (output stride 16) keeps 8 in its last block. A rule's
+`kernel_size` overrides them.
 """
 
 from __future__ import annotations
@@ -40,12 +43,13 @@ _ACCEPTS = ("MobileVitBlock",)
 NATIVE_INPUT = 256
 
 
-def native_kernel_size(ctx: ReplacementContext) -> tuple[int, int]:
-    """(kH, kW): the rule's kernel_size, else the feature size at 256 px (stage s: 2^(s+1))."""
+def native_kernel_size(ctx: ReplacementContext, dilation: int = 1) -> tuple[int, int]:
+    """(kH, kW): the rule's kernel_size, else the feature size at 256 px of the block's
+    nominal stride (stage s: 2^(s+1), times the `dilation` that replaced downsampling)."""
     size = ctx.options.kernel_size
     if size is not None:
         return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
-    stride = 2 ** (ctx.stage + 1)
+    stride = 2 ** (ctx.stage + 1) * max(1, int(dilation))
     if ctx.stage < 1 or NATIVE_INPUT % stride:
         raise ReplacementError(
             f"this MobileVitBlock is in stage {ctx.stage}, where ParC-Net-S has no native "
@@ -77,7 +81,7 @@ def build_parcnet_s_block(module: nn.Module, ctx: ReplacementContext) -> nn.Modu
         ConvNormAct(d, c, 1, groups=c, act_layer=nn.SiLU),
         copy.deepcopy(module.conv_fusion),
         d,
-        native_kernel_size(ctx),
+        native_kernel_size(ctx, local.dilation[0]),
         [2 * d] * len(rates),
         use_pe=ctx.pe,
         impl=ctx.impl,
