@@ -37,6 +37,7 @@ __all__ = [
     "from_official",
     "import_official",
     "read_official",
+    "read_official_weights",
     "to_official",
 ]
 
@@ -45,6 +46,7 @@ __all__ = [
 MAX_OFFICIAL_BYTES = 2 << 30
 _MAX_KEYS = 100_000
 _NESTING = ("state_dict", "model", "model_state_dict")
+_EMA = "ema_state_dict"  # the official trainer's EMA copy in a full checkpoint.pt
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,24 @@ class OfficialArch:
     aliases: dict[str, str] = field(default_factory=dict)
     # Our keys whose tensor has its input halves swapped in the official layout.
     swapped_halves: str = ""
+    # An encoder inside an official detection / segmentation model: its keys carry this
+    # prefix, the official modules listed in `absent` were deleted from it, and every key
+    # outside the prefix belongs to the official head (not imported).
+    encoder_of: str = ""  # the official model ("SSD", "DeepLabV3"); "" for classification
+    absent: tuple[str, ...] = ()
+    names: str = ""  # the NAME_MAPS entry, when not `name`
+
+    @property
+    def name_map(self):
+        return NAME_MAPS[self.names or self.name]
+
+
+# The official edgeformer encoder's prefix in its SSD and DeepLabV3 models, and what those
+# delete from it (`encoder.classifier = None`, `encoder.conv_1x1_exp = None`).
+_ENCODER = "encoder."
+_NO_HEAD = ("classifier.", "conv_1x1_exp.")
+# Model args that change no tensor, only training (the official head dropout).
+_TRAINING_ONLY = ("drop_rate", "drop_path_rate")
 
 
 ARCHS: dict[str, OfficialArch] = {
@@ -68,7 +88,13 @@ ARCHS: dict[str, OfficialArch] = {
     for arch in (
         OfficialArch("parc-resnet50", "ParC-ResNet50", "resnet50", "resnet50", (224, 224)),
         OfficialArch(
-            "parc-mobilenetv2", "ParC-MobileNetV2", "mobilenetv2_100", "mobilenetv2", (224, 224)
+            "parc-mobilenetv2",
+            "ParC-MobileNetV2",
+            "mobilenetv2_100",
+            "mobilenetv2",
+            (224, 224),
+            # The official classifier is Dropout(0.2) + Linear; only training sees it.
+            model_args={"drop_rate": 0.2},
         ),
         OfficialArch(
             "parc-convnext-xt",
@@ -84,10 +110,38 @@ ARCHS: dict[str, OfficialArch] = {
             "mobilevit_s",
             "parcnet-s",
             (256, 256),
+            model_args={"drop_rate": 0.2},  # edgeformer_s.yaml: classifier_dropout 0.2
             # edgeformer keeps its last stride-2 MV2 block also as the attribute
             # `residual`, so its state_dict holds those tensors twice.
             aliases={"residual.": "layer_5.0."},
             swapped_halves=".conv_fusion.conv.weight",
+        ),
+        OfficialArch(
+            "parcnet-s-ssd",
+            "ParC-Net-S SSD encoder",
+            "mobilevit_s",
+            "parcnet-s",
+            (256, 256),
+            aliases={"residual.": "layer_5.0."},
+            swapped_halves=".conv_fusion.conv.weight",
+            encoder_of="SSD",
+            absent=_NO_HEAD,
+            names="parcnet-s",
+        ),
+        OfficialArch(
+            "parcnet-s-deeplabv3",
+            "ParC-Net-S DeepLabV3 encoder",
+            "mobilevit_s",
+            "parcnet-s",
+            (256, 256),
+            # The segmentation encoder dilates its last stage (output stride 16); its
+            # kernels stay 32/16/8 (the block's nominal stride, blocks/parcnet_s.py).
+            model_args={"output_stride": 16},
+            aliases={"residual.": "layer_5.0."},
+            swapped_halves=".conv_fusion.conv.weight",
+            encoder_of="DeepLabV3",
+            absent=_NO_HEAD,
+            names="parcnet-s",
         ),
     )
 }
@@ -126,7 +180,7 @@ def _layout(arch: OfficialArch, key: str, tensor: torch.Tensor) -> torch.Tensor:
 
 def to_official(arch: OfficialArch, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Our converted state_dict -> the official model's (renamed, fusion swapped, aliases)."""
-    names = NAME_MAPS[arch.name](state)
+    names = arch.name_map(state)
     unmapped = sorted(set(state) - set(names))
     if unmapped:
         raise CheckpointError(
@@ -149,8 +203,9 @@ def from_official(
 
     Raises CheckpointError listing every unexpected, missing and misshapen key.
     """
-    names = NAME_MAPS[arch.name](own)
-    wanted = {official_key: key for key, official_key in names.items()}
+    names = arch.name_map(own)
+    wanted = {official_key: key for key, official_key in names.items()
+              if not official_key.startswith(arch.absent)}  # fmt: skip
     aliases = {k for k in official if any(k.startswith(a) for a in arch.aliases)}
     unexpected = sorted(set(official) - set(wanted) - aliases)
     missing = sorted(set(wanted) - set(official))
@@ -185,12 +240,23 @@ def from_official(
     return {key: _layout(arch, key, official[official_key]) for official_key, key in wanted.items()}
 
 
-def read_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The state_dict in an official torch file, read with weights_only=True.
+def read_official(path: str | os.PathLike, *, ema: bool = True) -> dict[str, torch.Tensor]:
+    """The state_dict in an official torch file (its EMA weights when it has them)."""
+    return read_official_weights(path, ema=ema)[0]
+
+
+def read_official_weights(
+    path: str | os.PathLike, *, ema: bool = True
+) -> tuple[dict[str, torch.Tensor], str]:
+    """(state_dict, which) from an official torch file, read with weights_only=True.
 
     The file is untrusted: it must be a regular file of at most MAX_OFFICIAL_BYTES
     holding a dict of tensors (directly, under one of `_NESTING`, keys possibly
-    prefixed `module.`); anything else is a CheckpointError.
+    prefixed `module.`); anything else is a CheckpointError. A full training checkpoint
+    (the official trainer's `checkpoint.pt`) holds `model_state_dict` and, with EMA on,
+    `ema_state_dict`: `ema` takes the EMA weights when present (the published models are
+    EMA averages), else the raw ones. `which` names what was taken: "ema_state_dict",
+    "model_state_dict", another nesting key, or "state_dict file" for a bare state_dict.
     """
     path = Path(path)
     if not path.is_file():
@@ -210,10 +276,12 @@ def read_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             hint="give the official .pt/.pth state_dict; only tensors and plain containers "
             "are accepted (weights_only)",
         ) from None
+    which = "state_dict file"
+    nesting = (_EMA, *_NESTING) if ema else _NESTING
     for _ in range(2):  # {"model": {...}} or {"state_dict": {"model": ...}}: unwrap
         if isinstance(obj, dict):
-            nested = next((obj[k] for k in _NESTING if isinstance(obj.get(k), dict)), None)
-            obj = nested if nested is not None else obj
+            key = next((k for k in nesting if isinstance(obj.get(k), dict)), None)
+            obj, which = (obj[key], key) if key is not None else (obj, which)
     if (
         not isinstance(obj, dict)
         or not obj
@@ -222,31 +290,69 @@ def read_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     ):
         raise CheckpointError(
             f"{path} holds no state_dict (expected a dict of parameter names to tensors, "
-            f"directly or under {' / '.join(repr(k) for k in _NESTING)})"
+            f"directly or under {' / '.join(repr(k) for k in nesting)})"
         )
     if all(k.startswith("module.") for k in obj):  # saved from DataParallel / DDP
         obj = {k[len("module.") :]: v for k, v in obj.items()}
-    return obj
+    return obj, which
+
+
+def _encoder_part(
+    spec: OfficialArch, official: dict[str, torch.Tensor], source: str
+) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """The encoder's state_dict inside an official detection / segmentation one, and
+    {head module: number of tensors} for the rest (the official head, not imported)."""
+    encoder = {k[len(_ENCODER) :]: v for k, v in official.items() if k.startswith(_ENCODER)}
+    if not encoder:
+        raise CheckpointError(
+            f"{source} has no {_ENCODER}* keys, so it is not an official {spec.encoder_of} "
+            f"model with a ParC-Net-S encoder",
+            hint="for a classification checkpoint use --arch parcnet-s",
+        )
+    heads: dict[str, int] = {}
+    for key in official:
+        if not key.startswith(_ENCODER):
+            heads[key.split(".")[0]] = heads.get(key.split(".")[0], 0) + 1
+    return encoder, heads
 
 
 def import_official(
-    path: str | os.PathLike, arch: str, output: str | os.PathLike, *, force: bool = False
+    path: str | os.PathLike,
+    arch: str,
+    output: str | os.PathLike,
+    *,
+    force: bool = False,
+    ema: bool = True,
 ) -> dict[str, Any]:
     """Official weights -> a parc-surgery checkpoint of the converted timm model.
 
-    Returns a summary (arch, model, params, output, sha256).
+    `ema`: from a full training checkpoint, take `ema_state_dict` when present (else
+    `model_state_dict`). For an encoder arch (`parcnet-s-ssd`, `parcnet-s-deeplabv3`) only
+    the file's `encoder.*` tensors are imported; the model's `final_conv` and `head`, which
+    that encoder does not have, keep their initialisation, and the official head's tensors
+    are counted, not imported. Returns a summary (arch, model, params, output, sha256,
+    weights: which state_dict was taken; for encoders not_imported and official_head).
     """
     from parc_surgery.checkpoint import check_output, file_sha256, save
 
     spec = _arch(arch)
     check_output(output, force=force)  # fail before the slow part
-    official = read_official(path)
+    official, which = read_official_weights(path, ema=ema)
+    heads: dict[str, int] = {}
+    if spec.encoder_of:
+        official, heads = _encoder_part(spec, official, str(path))
     reference, plan = _reference(spec.name)
     model = copy.deepcopy(reference)
-    state = from_official(spec, official, model.state_dict(), str(path))
-    model.load_state_dict(state, strict=True)
+    own = model.state_dict()
+    state = from_official(spec, official, own, str(path))
+    kept = sorted({k.split(".")[0] for k in set(own) - set(state)})
+    model.load_state_dict({**own, **state}, strict=True)
     digest = save(model, plan, output, force=force, source_weights_sha256=file_sha256(path))
-    return _summary(spec, model, output, digest)
+    summary = {**_summary(spec, model, output, digest), "weights": which}
+    if spec.encoder_of:
+        summary["not_imported"] = kept  # ours, not in the official encoder
+        summary["official_head"] = heads  # theirs, not ours
+    return summary
 
 
 def export_official(
@@ -265,6 +371,12 @@ def export_official(
     check_output(output, force=force)
     recipe = read_recipe(checkpoint)
     spec = _arch(arch) if arch else _arch_of(recipe, checkpoint)
+    if spec.encoder_of:
+        raise UsageError(
+            f"export-official writes whole classification networks; {spec.name} is the "
+            f"encoder of the official {spec.encoder_of}, whose head parc-surgery does not have",
+            hint="export --arch parcnet-s, or load the encoder with features_only=True",
+        )
     model = load(checkpoint)
     state = model.state_dict()
     _check_is_reference(spec, state, recipe, checkpoint)
@@ -275,6 +387,8 @@ def export_official(
 
 
 def _canonical(args: dict[str, Any]) -> str:
+    """The args that shape the network (not the head dropout), as a comparable string."""
+    args = {k: v for k, v in args.items() if k not in _TRAINING_ONLY}
     return json.dumps(args, sort_keys=True, default=list)
 
 

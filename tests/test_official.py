@@ -44,8 +44,18 @@ def _randomised(arch: str) -> torch.nn.Module:
     return model.eval()
 
 
+# The official SSD / DeepLabV3 encoders: ParC-Net-S less what those models delete from it
+# (`encoder.classifier = None`, `encoder.conv_1x1_exp = None` in cvnets' ssd.py and
+# enc_dec.py): the classifier Linear(640, 1000) (641,000) and conv_1x1_exp, a 1x1 conv
+# 160 -> 640 without bias + BN (102,400 + 1,280).
+ENCODERS = {
+    "parcnet-s-ssd": PUBLISHED["parcnet-s"] - 641_000 - 103_680,  # 4,292,408
+    "parcnet-s-deeplabv3": PUBLISHED["parcnet-s"] - 641_000 - 103_680,
+}
+
+
 def test_cli_arch_names_are_the_official_archs():
-    assert [a.value for a in OfficialArch] == list(ARCHS) == list(PUBLISHED)
+    assert [a.value for a in OfficialArch] == list(ARCHS) == [*PUBLISHED, *ENCODERS]
 
 
 @pytest.mark.parametrize("arch", list(PUBLISHED))
@@ -53,6 +63,49 @@ def test_shipped_conversions_have_the_official_parameter_counts(arch):
     model, plan = _reference(arch)
     assert sum(p.numel() for p in model.parameters()) == PUBLISHED[arch]
     assert plan.rules_source == f"shipped:{ARCHS[arch].rules}"
+
+
+@pytest.mark.parametrize("arch", list(ENCODERS))
+def test_encoder_archs_have_the_official_encoder_parameter_counts(arch):
+    model, _ = _reference(arch)
+    spec = ARCHS[arch]
+    names = spec.name_map(model.state_dict())
+    params = dict(model.named_parameters())
+    encoder = sum(params[k].numel() for k, v in names.items()
+                  if k in params and not v.startswith(spec.absent))  # fmt: skip
+    assert encoder == ENCODERS[arch]
+
+
+@pytest.mark.parametrize("arch", ["parc-mobilenetv2", "parcnet-s"])
+def test_official_heads_carry_dropout_02_and_eval_is_unaffected(arch):
+    """The official MobileNetV2 and edgeformer_s classifiers have Dropout(0.2)."""
+    model = copy.deepcopy(_reference(arch)[0])
+    assert model.drop_rate == 0.2
+    assert ARCHS[arch].model_args["drop_rate"] == 0.2  # recorded in the recipe, so kept on load
+    x = torch.randn(2, 3, 64, 64)
+    outputs = []
+    with torch.no_grad():
+        for mode in (True, True, False, False):  # train twice, eval twice
+            torch.manual_seed(len(outputs))
+            outputs.append(model.train(mode)(x))
+    assert not torch.equal(outputs[0], outputs[1])  # dropout: train outputs vary by seed
+    assert torch.equal(outputs[2], outputs[3])  # eval: deterministic, no dropout
+
+
+def test_segmentation_encoder_keeps_the_official_kernel_8_in_its_dilated_last_block():
+    """output_stride=16 dilates stage 4; the official DeepLabV3 encoder keeps its kernel 8."""
+    from parc_surgery.pipeline import plan_conversion
+
+    planned = plan_conversion(
+        "mobilevit_s", rules="parcnet-s", input_size=(256, 256),
+        model_args={"output_stride": 16},
+    )  # fmt: skip
+    from parc_surgery.apply import apply_plan
+
+    model = apply_plan(planned.model, planned.plan, seed=0)
+    lengths = [model.stages[s][1].parc_blocks[0].parc1_h.weight.shape[2] for s in (2, 3, 4)]
+    assert lengths == [32, 16, 8]
+    assert model.stages[4][1].conv_kxk.conv.dilation == (2, 2)
 
 
 @pytest.fixture(scope="module", params=list(PUBLISHED))
@@ -327,3 +380,80 @@ def test_export_refuses_a_conversion_that_is_not_the_published_one(tmp_path):
     convert("convnext_atto", input_size=(64, 64), output=str(other))
     result = runner.invoke(app, ["export-official", str(other), "-o", str(tmp_path / "o.pt")])
     assert result.exit_code == 6 and "none of the published ParC networks" in result.stderr
+
+
+def test_import_takes_the_ema_weights_of_a_training_checkpoint(tmp_path, convnext_official):
+    """The official trainer's checkpoint.pt: model_state_dict + ema_state_dict."""
+    ema = {k: v + 1 if v.is_floating_point() else v for k, v in convnext_official.items()}
+    full = {"epoch": 300, "model_state_dict": convnext_official, "ema_state_dict": ema,
+            "best_metric": 78.3}  # fmt: skip
+    key, ours = "stages.2.6.gcc_W.pe", "stages.2.blocks.6.conv_dw.parc_w.pe"
+    result, out = _import(tmp_path, full)
+    assert result.exit_code == 0, result.output
+    assert "took the EMA weights (ema_state_dict)" in result.stderr
+    assert torch.equal(load(out).state_dict()[ours], ema[key])
+    result, out = _import(tmp_path, full, "--no-ema", "--force", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["weights"] == "model_state_dict"
+    assert torch.equal(load(out).state_dict()[ours], convnext_official[key])
+    # A file with raw weights only: those, and said so.
+    result, out = _import(tmp_path, {"model_state_dict": convnext_official}, "--force")
+    assert result.exit_code == 0 and "raw weights (model_state_dict)" in result.stderr
+
+
+def _official_encoder_file(tmp_path, arch, heads):
+    """An official SSD / DeepLabV3 state_dict: `encoder.` + edgeformer less its head, + heads."""
+    model = _randomised(arch)
+    official = to_official(ARCHS["parcnet-s"], model.state_dict())
+    encoder = {f"encoder.{k}": v for k, v in official.items()
+               if not k.startswith(("classifier.", "conv_1x1_exp."))}  # fmt: skip
+    path = tmp_path / f"{arch}.pt"
+    torch.save({"model_state_dict": {**encoder, **heads}}, path)
+    return model, path
+
+
+@pytest.mark.parametrize(
+    ("arch", "heads"),
+    [
+        (
+            "parcnet-s-ssd",  # names from cvnets' ssd.py (SSDHead, SeparableConv extra layers)
+            {"ssd_heads.0.loc_cls_layer.block.conv.weight": torch.zeros(42, 128, 3, 3),
+             "extra_layers.os_64.dw_conv.block.conv.weight": torch.zeros(160, 1, 3, 3)},
+        ),
+        (
+            "parcnet-s-deeplabv3",  # enc_dec.py's seg_head (DeepLabV3 ASPP)
+            {"seg_head.aspp.aspp_layer.convs.0.block.conv.weight": torch.zeros(256, 160, 1, 1)},
+        ),
+    ],
+)  # fmt: skip
+def test_import_of_the_official_detection_and_segmentation_encoders(tmp_path, arch, heads):
+    model, path = _official_encoder_file(tmp_path, arch, heads)
+    out = tmp_path / "encoder.safetensors"
+    result = runner.invoke(app, ["import-official", str(path), "--arch", arch, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "not imported: the official head" in result.stderr
+    assert "final_conv, head keep their initialisation" in result.stderr
+    restored = load(out).state_dict()
+    original = model.state_dict()
+    stages = [k for k in original if k.startswith(("stem.", "stages."))]
+    assert len(stages) > 300 and all(torch.equal(restored[k], original[k]) for k in stages)
+    assert not torch.equal(restored["head.fc.weight"], original["head.fc.weight"])
+    backbone = load(out, features_only=True, out_indices=(1, 2, 3)).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        features = backbone(x)
+        expected = model.stages[:4](model.stem(x))
+    torch.testing.assert_close(features[-1], expected, rtol=0, atol=0)
+    # The encoder cannot be written back: its head is theirs.
+    again = runner.invoke(
+        app, ["export-official", str(out), "--arch", arch, "-o", str(tmp_path / "o.pt")]
+    )
+    assert again.exit_code == 2 and "features_only" in again.stderr
+
+
+def test_import_of_an_encoder_refuses_a_classification_file(tmp_path):
+    official = to_official(ARCHS["parcnet-s"], _randomised("parcnet-s").state_dict())
+    torch.save(official, tmp_path / "cls.pt")
+    result = runner.invoke(app, ["import-official", str(tmp_path / "cls.pt"), "--arch",
+                                 "parcnet-s-ssd", "-o", str(tmp_path / "o.safetensors")])  # fmt: skip
+    assert result.exit_code == 6 and "no encoder.* keys" in result.stderr

@@ -76,7 +76,8 @@ def build_parcnet_s_block(module: nn.Module, ctx: ReplacementContext) -> nn.Modu
     d = 2 * c
     _, rates = transformer_dims(module, ctx)
     new = ParCMobileVitBlock(
-        ConvNormAct(c, d, 3, groups=c, act_layer=nn.SiLU),
+        # Dilated like timm's (and the official dim_adaptive) where output_stride dilates.
+        ConvNormAct(c, d, 3, groups=c, dilation=local.dilation[0], act_layer=nn.SiLU),
         nn.Conv2d(d, d, 1, bias=False),
         ConvNormAct(d, c, 1, groups=c, act_layer=nn.SiLU),
         copy.deepcopy(module.conv_fusion),

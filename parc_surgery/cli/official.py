@@ -14,6 +14,7 @@ from parc_surgery.cli.options import (
     CheckpointArg,
     DataFormat,
     ForceOpt,
+    OfficialArch,
     FormatOpt,
     OutputFileOpt,
     QuietOpt,
@@ -36,25 +37,45 @@ def import_official_command(
     output: OutputFileOpt,
     arch: ArchOpt = None,
     force: ForceOpt = False,
+    ema: Annotated[
+        bool,
+        typer.Option(
+            "--ema/--no-ema",
+            help="From a full training checkpoint (model_state_dict + ema_state_dict), "
+            "take the EMA weights (the published ones) or, with --no-ema, the raw ones.",
+        ),
+    ] = True,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
     """Load official ParC-Net weights into the converted timm model; write a checkpoint.
 
     Keys are mapped strictly: any unexpected, missing or misshapen key fails (exit 6).
+    parcnet-s-ssd / parcnet-s-deeplabv3 import the encoder of the official SSD /
+    DeepLabV3 checkpoint (its encoder.* keys) for a features_only backbone; their heads
+    are the official code's and are not imported.
     """
     from parc_surgery.official import import_official
 
     if arch is None:
         raise UsageError(
             "import-official needs --arch",
-            hint="one of parc-resnet50, parc-mobilenetv2, parc-convnext-xt, parcnet-s",
+            hint=f"one of {', '.join(a.value for a in OfficialArch)}",
         )
     ui = Output(quiet=quiet, fmt=DataFormat(fmt).value)
     with ui.steps(f"importing {file}") as on_step:
         on_step("building the converted model")
-        summary = import_official(file, arch.value, output, force=force)
+        summary = import_official(file, arch.value, output, force=force, ema=ema)
     _report(ui, summary, f"imported {file} as {summary['arch']}")
+    if ui.fmt != "json":
+        ui.info(f"took the {_WEIGHTS.get(summary['weights'], summary['weights'])}")
+        if "official_head" in summary:
+            heads = ", ".join(f"{k}.* ({n} tensors)" for k, n in summary["official_head"].items())
+            ui.info(
+                f"not imported: the official head ({heads or 'none in the file'}); "
+                f"{', '.join(summary['not_imported'])} keep their initialisation (the official "
+                "encoder has none): load the checkpoint with features_only=True"
+            )
 
 
 @app.command(name="export-official", epilog=EXIT_CODE_HELP)
@@ -80,6 +101,13 @@ def export_official_command(
             checkpoint, output, arch=arch.value if arch else None, force=force
         )
     _report(ui, summary, f"exported {checkpoint} as the official {summary['arch']}")
+
+
+_WEIGHTS = {
+    "ema_state_dict": "EMA weights (ema_state_dict)",
+    "model_state_dict": "raw weights (model_state_dict)",
+    "state_dict file": "file's state_dict (no EMA copy in it)",
+}
 
 
 def _report(ui: Output, summary: dict, what: str) -> None:

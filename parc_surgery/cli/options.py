@@ -74,6 +74,8 @@ class OfficialArch(str, Enum):
     parc_mobilenetv2 = "parc-mobilenetv2"
     parc_convnext_xt = "parc-convnext-xt"
     parcnet_s = "parcnet-s"
+    parcnet_s_ssd = "parcnet-s-ssd"
+    parcnet_s_deeplabv3 = "parcnet-s-deeplabv3"
 
 
 # The ParC backends (options.IMPL_CHOICES), as an Enum so --help lists them.
