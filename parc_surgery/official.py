@@ -36,6 +36,7 @@ __all__ = [
     "export_official",
     "from_official",
     "import_official",
+    "load_encoder",
     "read_official",
     "read_official_weights",
     "to_official",
@@ -353,6 +354,39 @@ def import_official(
         summary["not_imported"] = kept  # ours, not in the official encoder
         summary["official_head"] = heads  # theirs, not ours
     return summary
+
+
+def load_encoder(
+    checkpoint: str | os.PathLike, out_indices: tuple[int, ...] | None = None
+) -> nn.Module:
+    """A ParC-Net-S checkpoint as the official encoder: forward returns its end points.
+
+    The features are cvnets' `out_l1` .. `out_l5` (the outputs of `layer_1` .. `layer_5`,
+    ours `stages.0` .. `stages.4`: 32/64/96/128/160 channels, stride 2/4/8/16/32, the
+    last 16 when dilated) that the official SSD and DeepLabV3 heads read; `out_indices`
+    index them (default: all five). timm's own feature_info ends at `final_conv`, which
+    the official encoder does not have.
+    """
+    from parc_surgery.backbone import features_only
+    from parc_surgery.checkpoint import load
+
+    model = load(checkpoint)
+    stages = getattr(model, "stages", None)
+    if not isinstance(stages, nn.Sequential) or len(stages) != 5:
+        raise CheckpointError(
+            f"{checkpoint} is not a ParC-Net-S (mobilevit_s) checkpoint: it has no five stages",
+            hint="import it with import-official --arch parcnet-s-ssd / parcnet-s-deeplabv3",
+        )
+    info = {f["module"]: f for f in (getattr(model, "feature_info", None) or [])}
+    if [f"stages.{i}" for i in range(4)] != list(info)[:4] or "final_conv" not in info:
+        raise CheckpointError(f"{checkpoint} is not a timm mobilevit_s conversion")
+    last = stages[4][-1]
+    fusion = getattr(last, "conv_fusion", None)
+    channels = fusion.conv.out_channels if fusion is not None else info["final_conv"]["num_chs"]
+    model.feature_info = [*(dict(info[f"stages.{i}"]) for i in range(4)),
+                          {"module": "stages.4", "num_chs": channels,
+                           "reduction": info["final_conv"]["reduction"]}]  # fmt: skip
+    return features_only(model, out_indices)
 
 
 def export_official(

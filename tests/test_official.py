@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from parc_surgery.checkpoint import load, save
 from parc_surgery.cli import app
 from parc_surgery.cli.options import OfficialArch
-from parc_surgery.official import ARCHS, _reference, read_official, to_official
+from parc_surgery.official import ARCHS, _reference, load_encoder, read_official, to_official
 
 runner = CliRunner()
 
@@ -169,10 +169,10 @@ def _bn(sd, p, x):
                         sd[f"{p}.weight"], sd[f"{p}.bias"], False, 0.0, 1e-5)  # fmt: skip
 
 
-def _conv_layer(sd, p, x, groups=1, norm=True, act=True):
+def _conv_layer(sd, p, x, groups=1, norm=True, act=True, dilation=1):
     """cvnets ConvLayer: conv ('same' padding, no bias) -> BN -> swish."""
     w = sd[f"{p}.block.conv.weight"]
-    x = F.conv2d(x, w, padding=w.shape[-1] // 2, groups=groups)
+    x = F.conv2d(x, w, padding=w.shape[-1] // 2 * dilation, groups=groups, dilation=dilation)
     x = _bn(sd, f"{p}.block.norm", x) if norm else x
     return F.silu(x) if act else x
 
@@ -209,10 +209,10 @@ def _gcc_ca_mf_block(sd, p, x):
     return x + f * F.hardsigmoid(a)
 
 
-def _outer_frame_v1(sd, p, x, n):
+def _outer_frame_v1(sd, p, x, n, dilation=1):
     c = x.shape[1]
     res = x
-    x = _conv_layer(sd, f"{p}.dim_adaptive.0", x, groups=c)
+    x = _conv_layer(sd, f"{p}.dim_adaptive.0", x, groups=c, dilation=dilation)
     x = F.conv2d(x, sd[f"{p}.dim_adaptive.1.block.conv.weight"])
     for j in range(n):
         x = _gcc_ca_mf_block(sd, f"{p}.spatial_global_rep.{j}", x)
@@ -230,6 +230,16 @@ def test_parcnet_s_blocks_compute_the_official_outer_frame(stage, n, size):
     with torch.no_grad():
         expected = _outer_frame_v1(official, f"layer_{stage + 1}.1", x, n)
         torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_deeplabv3_encoder_last_block_computes_the_official_dilated_outer_frame():
+    """outer_frame_v1(dilation=2): dim_adaptive.0 dilated, kernels 8 (output stride 16)."""
+    model = _randomised("parcnet-s-deeplabv3")
+    official = to_official(ARCHS["parcnet-s"], model.state_dict())
+    x = torch.randn(2, 160, 8, 8)
+    with torch.no_grad():
+        expected = _outer_frame_v1(official, "layer_5.1", x, 3, dilation=2)
+        torch.testing.assert_close(model.stages[4][1](x), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_parc_mobilenetv2_block_computes_the_official_one():
@@ -438,11 +448,16 @@ def test_import_of_the_official_detection_and_segmentation_encoders(tmp_path, ar
     stages = [k for k in original if k.startswith(("stem.", "stages."))]
     assert len(stages) > 300 and all(torch.equal(restored[k], original[k]) for k in stages)
     assert not torch.equal(restored["head.fc.weight"], original["head.fc.weight"])
-    backbone = load(out, features_only=True, out_indices=(1, 2, 3)).eval()
+    # The official end points out_l3, out_l4, out_l5 (what the SSD / DeepLabV3 heads read).
+    backbone = load_encoder(out, out_indices=(2, 3, 4)).eval()
+    assert backbone.feature_info.channels() == [96, 128, 160]
+    stride = 16 if arch.endswith("deeplabv3") else 32
+    assert backbone.feature_info.reduction() == [8, 16, stride]
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         features = backbone(x)
-        expected = model.stages[:4](model.stem(x))
+        expected = model.stages(model.stem(x))
+    assert features[-1].shape[-1] == 64 // stride
     torch.testing.assert_close(features[-1], expected, rtol=0, atol=0)
     # The encoder cannot be written back: its head is theirs.
     again = runner.invoke(
@@ -454,6 +469,7 @@ def test_import_of_the_official_detection_and_segmentation_encoders(tmp_path, ar
 def test_import_of_an_encoder_refuses_a_classification_file(tmp_path):
     official = to_official(ARCHS["parcnet-s"], _randomised("parcnet-s").state_dict())
     torch.save(official, tmp_path / "cls.pt")
-    result = runner.invoke(app, ["import-official", str(tmp_path / "cls.pt"), "--arch",
-                                 "parcnet-s-ssd", "-o", str(tmp_path / "o.safetensors")])  # fmt: skip
+    out = str(tmp_path / "o.safetensors")
+    args = ["import-official", str(tmp_path / "cls.pt"), "--arch", "parcnet-s-ssd", "-o", out]
+    result = runner.invoke(app, args)
     assert result.exit_code == 6 and "no encoder.* keys" in result.stderr

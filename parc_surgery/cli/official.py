@@ -14,8 +14,8 @@ from parc_surgery.cli.options import (
     CheckpointArg,
     DataFormat,
     ForceOpt,
-    OfficialArch,
     FormatOpt,
+    OfficialArch,
     OutputFileOpt,
     QuietOpt,
 )
