@@ -129,6 +129,8 @@ def round_trip(request, tmp_path_factory):
 def test_export_then_import_gives_the_same_state_and_outputs(round_trip):
     arch, model, folder = round_trip
     back = load(folder / "back.safetensors").eval()
+    # The official head dropout travels in the recipe: the rebuilt model trains with it.
+    assert back.drop_rate == ARCHS[arch].model_args.get("drop_rate", 0.0)
     original, restored = model.state_dict(), back.state_dict()
     assert set(original) == set(restored)
     assert all(torch.equal(original[k], restored[k]) for k in original)
@@ -473,3 +475,17 @@ def test_import_of_an_encoder_refuses_a_classification_file(tmp_path):
     args = ["import-official", str(tmp_path / "cls.pt"), "--arch", "parcnet-s-ssd", "-o", out]
     result = runner.invoke(app, args)
     assert result.exit_code == 6 and "no encoder.* keys" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [{}, {"drop_rate": 0.2}, {"drop_rate": 0.0, "drop_path_rate": 0.1}]
+)
+def test_export_finds_the_network_whatever_its_training_only_args(args):
+    """Head dropout and drop path change no weight: a checkpoint with or without them is
+    the published network (export-official must not refuse drop_rate=0.2)."""
+    from parc_surgery.official import _arch_of
+
+    recipe = {"plan": {"model": "mobilevit_s", "model_args": args}}
+    assert _arch_of(recipe, "x.safetensors").name == "parcnet-s"
+    recipe = {"plan": {"model": "mobilevit_s", "model_args": {**args, "output_stride": 16}}}
+    assert _arch_of(recipe, "x.safetensors").name == "parcnet-s-deeplabv3"
