@@ -68,7 +68,10 @@ def import_official_command(
         summary = import_official(file, arch.value, output, force=force, ema=ema)
     _report(ui, summary, f"imported {file} as {summary['arch']}")
     if ui.fmt != "json":
-        ui.info(f"took the {_WEIGHTS.get(summary['weights'], summary['weights'])}")
+        taken = _WEIGHTS.get(summary["weights"], summary["weights"])
+        if ema and summary["weights"] == "model_state_dict":
+            taken += "; the file has no ema_state_dict"
+        ui.info(f"took the {taken}")
         if "official_head" in summary:
             heads = ", ".join(f"{k}.* ({n} tensors)" for k, n in summary["official_head"].items())
             ui.info(
