@@ -83,13 +83,11 @@ def test_a_very_wide_image_is_refused_not_an_overflow(tmp_path):
 
 def test_every_reader_shares_the_pixel_limit(tmp_path):
     from parc_surgery.analysis.images import PIXEL_LIMIT, ImageTooLarge, open_bounded
-    from parc_surgery.analysis.erf import IMAGE_SUFFIXES  # noqa: F401  (erf reads them too)
 
     bomb = tmp_path / "bomb.png"
     _png_header_only(bomb, 20000, PIXEL_LIMIT // 20000 + 1)  # just over: PIL only warns here
-    with pytest.raises(ImageTooLarge):
-        with open_bounded(bomb):
-            pass
+    with pytest.raises(ImageTooLarge), open_bounded(bomb):
+        pass
     folder = tmp_path / "images"
     folder.mkdir()
     bomb.rename(folder / "bomb.png")
