@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from parc_surgery.errors import CheckpointError, UsageError
 
@@ -106,6 +107,46 @@ _POSITION = {"phase": int, "epoch": int, "step": int, "update": int}
 _POSITION_OPTIONAL = {"loss_sum": (int, float), "loss_steps": int}
 
 
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class _EvalRecord(_Record):  # train.evaluate.EvalResult
+    top1: float
+    top5: float
+    loss: float
+    images: int
+    seconds: float
+    images_per_s: float
+    topk: int = 5
+
+
+class _EpochRecord(_Record):  # train.loop.EpochRecord
+    phase: str
+    epoch: int
+    train_loss: float
+    lr: float
+    seconds: float
+    val: _EvalRecord
+
+
+class _Measurements(_Record):  # train.loop.Measurements
+    original: _EvalRecord | None = None
+    before: _EvalRecord | None = None
+    after_warmstart: _EvalRecord | None = None
+    after_finetune: _EvalRecord | None = None
+    best_epoch: int | None = None
+    block_nmse_before: dict[str, float] | None = None
+    block_nmse_after: dict[str, float] | None = None
+    history: list[_EpochRecord] = []
+
+
+def _first_problem(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else first["msg"]
+
+
 def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
     """Dotted names of the fingerprint entries that differ (nested records compared by key)."""
     if isinstance(saved, dict) and isinstance(now, dict):
@@ -197,7 +238,6 @@ def check_state(
     and best weights against the model's names, shapes and dtypes, the RNG records, and
     the measurements' and phase records' shapes.
     """
-    from parc_surgery.train.loop import Measurements
 
     def bad(key: str, why: str) -> CheckpointError:
         return CheckpointError(f"{path}: {key!r} {why}", hint=_DELETE)
@@ -250,9 +290,9 @@ def check_state(
         if problem:
             raise bad(f"rng[{index}]", problem)
     try:
-        Measurements.from_dict(state["measurements"])
-    except (TypeError, KeyError, ValueError, AttributeError) as err:
-        raise bad("measurements", f"does not fit the measurements record ({err})") from None
+        _Measurements.model_validate(state["measurements"])
+    except ValidationError as err:
+        raise bad("measurements", f"does not fit the record ({_first_problem(err)})") from None
     phase = state["phase"]
     if phase is not None and not (
         isinstance(phase, dict)

@@ -210,3 +210,18 @@ def test_symlinks_inside_the_data_folder_are_followed(tmp_path):
     (data / "val" / "b" / "twin.png").symlink_to(data / "val" / "a" / "0.png")
     result = _eval(data)
     assert result.exit_code == 0, result.output
+
+
+def test_the_timm_floor_is_the_tested_version():
+    """pyproject's timm floor is the version these tests ran on, not an older one whose
+    tar reader unpickles a planted cache (1.0.26) or that cannot import parc_surgery."""
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    (floor,) = [d for d in project["project"]["dependencies"] if d.startswith("timm")]
+    assert floor.startswith("timm>=")
+    assert Version(floor.removeprefix("timm>=")) >= Version("1.0.31")
+    assert Version(version("timm")) >= Version(floor.removeprefix("timm>="))
