@@ -225,3 +225,28 @@ def test_the_timm_floor_is_the_tested_version():
     assert floor.startswith("timm>=")
     assert Version(floor.removeprefix("timm>=")) >= Version("1.0.31")
     assert Version(version("timm")) >= Version(floor.removeprefix("timm>="))
+
+
+@pytest.mark.parametrize("command", ["eval", "erf"])
+def test_a_huge_input_size_is_exit_2_with_a_size_that_fits(tmp_path, command):
+    """An allocation that fails (here under a 1 GiB address-space cap) is a usage error."""
+    from test_security_fuzz import bounded_memory
+
+    data = _tree(tmp_path / "data")
+    args = {
+        "eval": [
+            "eval",
+            "test_convnext",
+            "--model-arg",
+            "num_classes=2",
+            "--data",
+            str(data),
+            "-j0",
+        ],
+        "erf": ["erf", "test_convnext", "--random", "1"],
+    }[command]
+    with bounded_memory(1 << 30):
+        result = runner.invoke(app, [*args, "--input-size", "4096"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "memory" in result.stderr.lower() and "input size" in result.stderr.replace("-", " ")
+    assert "Traceback" not in result.output
