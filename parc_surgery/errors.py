@@ -7,6 +7,9 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
+import re
+
 __all__ = [
     "EXIT_CODES",
     "BatchError",
@@ -23,6 +26,7 @@ __all__ = [
     "UsageError",
     "VerificationError",
     "WeightsError",
+    "out_of_memory",
 ]
 
 
@@ -130,6 +134,44 @@ class Interrupted(ParcSurgeryError):
     """Ctrl-C (SIGINT) or SIGTERM stopped a run; finetune saved its state if asked to."""
 
     exit_code = 130
+
+
+_TRIED = re.compile(r"(?:tried to allocate|Tried to allocate)\s+([\d.]+)\s*(bytes|[KMGT]i?B)?")
+_UNITS = {None: 1, "bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def out_of_memory(err: BaseException) -> UsageError | None:
+    """A UsageError (exit 2) for an allocation that failed (CPU or CUDA), else None.
+
+    Activation memory grows with batch size x height x width, so the message says by how
+    much to shrink them: the failed allocation over the memory free now bounds the factor.
+    """
+    text = str(err)
+    if not (
+        isinstance(err, MemoryError)
+        or type(err).__name__ == "OutOfMemoryError"
+        or (isinstance(err, RuntimeError) and "can't allocate memory" in text)
+    ):
+        return None
+    found = _TRIED.search(text)
+    wanted = float(found[1]) * _UNITS.get(found[2], 1) if found else None
+    free = _free_bytes()
+    detail = f"an allocation of {wanted / 2**30:.1f} GiB failed" if wanted else "memory ran out"
+    advice = "lower --input-size or --batch-size"
+    if wanted and free and wanted > free:
+        share = free / wanted
+        advice += (
+            f": batch x height x width must shrink to at most about {share:.0%} of now "
+            f"(e.g. each side x {share**0.5:.2f}); {free / 2**30:.1f} GiB is free"
+        )
+    return UsageError(f"out of memory: {detail}", hint=advice)
+
+
+def _free_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 EXIT_CODES: dict[int, str] = {

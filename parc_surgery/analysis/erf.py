@@ -143,6 +143,8 @@ def image_inputs(
     """The images of `directory` (sorted by name), RGB, resized to input_size, normalised."""
     from PIL import Image, UnidentifiedImageError
 
+    from parc_surgery.analysis.images import ImageTooLarge, open_bounded
+
     folder = Path(directory)
     if not folder.is_dir():
         raise UsageError(f"--images {folder}: not a directory")
@@ -159,11 +161,13 @@ def image_inputs(
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     batch = []
     for path in files:
+        if not path.is_file():  # a FIFO would block the read forever
+            raise UsageError(f"{path}: not a regular file", hint="remove it from --images")
         try:
-            with Image.open(path) as image:
+            with open_bounded(path) as image:
                 rgb = image.convert("RGB").resize((w, h), Image.Resampling.BILINEAR)
                 data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-        except (UnidentifiedImageError, OSError) as err:
+        except (UnidentifiedImageError, ImageTooLarge, OSError, SyntaxError) as err:
             raise UsageError(f"{path}: not a readable image ({err})") from None
         pixels = data.view(h, w, 3).permute(2, 0, 1).float() / 255.0
         batch.append((pixels - mean_t) / std_t)

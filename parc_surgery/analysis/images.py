@@ -9,8 +9,10 @@ is drawn over the picture the model saw.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,24 @@ from torch import nn
 
 from parc_surgery.errors import UsageError
 
-__all__ = ["ImageBatch", "check_image_paths", "image_channels", "load_images", "open_image"]
+__all__ = [
+    "ASPECT_LIMIT",
+    "PIXEL_LIMIT",
+    "ImageBatch",
+    "ImageTooLarge",
+    "check_image_paths",
+    "image_channels",
+    "load_images",
+    "open_bounded",
+    "open_image",
+]
+
+# One bound for every image reader (cam, erf --images, eval and finetune data), checked
+# from the header before any pixel is decoded: PIL's own default pixel count (a
+# decompression bomb of a few kB claims far more), and a side ratio past which resizing
+# the short side to the input size would make the long side absurd (1 x 3,000,000).
+PIXEL_LIMIT = 89_478_485
+ASPECT_LIMIT = 100
 
 # PIL modes whose band count is not their channel count as a picture: a palette image is
 # RGB (RGBA with its alpha band).
@@ -36,6 +55,41 @@ class ImageBatch:
     pixels: torch.Tensor
 
 
+class ImageTooLarge(ValueError):
+    """An image whose header claims more pixels, or a longer side ratio, than the limits."""
+
+
+@contextlib.contextmanager
+def open_bounded(source) -> Iterator:
+    """`PIL.Image.open(source)`, refused (ImageTooLarge) past PIXEL_LIMIT or ASPECT_LIMIT.
+
+    Only the header is read before the check; PIL's DecompressionBombError (its own limit)
+    becomes ImageTooLarge too, so every reader refuses the same files the same way.
+    """
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(source)
+        except Image.DecompressionBombError as err:
+            raise ImageTooLarge(f"too many pixels ({err})") from None
+    with image:
+        width, height = image.size
+        if width * height > PIXEL_LIMIT:
+            raise ImageTooLarge(
+                f"{width} x {height} pixels is more than the limit of {PIXEL_LIMIT:,} "
+                "(a decompression bomb, or a picture to shrink first)"
+            )
+        if max(width, height) > ASPECT_LIMIT * max(min(width, height), 1):
+            raise ImageTooLarge(
+                f"{width} x {height} pixels: one side is more than {ASPECT_LIMIT} times the other"
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield image
+
+
 def check_image_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Fail (UsageError) on a missing path or a directory before any model is loaded."""
     if not paths:
@@ -49,6 +103,8 @@ def check_image_paths(paths: Sequence[str | os.PathLike]) -> list[Path]:
                 hint=f"name the image files, e.g. {path}/*.png",
             )
         if not path.is_file():
+            if path.exists():  # a FIFO or device: reading it could block forever
+                raise UsageError(f"image {path} is not a regular file", hint="name image files")
             raise UsageError(f"image {path} does not exist", hint="check the path")
         checked.append(path)
     return checked
@@ -68,10 +124,10 @@ def open_image(path: str | os.PathLike, channels: int):
     is not `channels`: converting colour to gray (or inventing colour) silently would
     explain a different input than the user gave.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     try:
-        with Image.open(path) as image:
+        with open_bounded(path) as image:
             image.load()  # decode now: a truncated file fails here, not later
             found = image_channels(image.mode)
             if found != channels:
@@ -83,7 +139,7 @@ def open_image(path: str | os.PathLike, channels: int):
                     f"Image.open(path).convert({'L' if channels == 1 else 'RGB'!r}).save(...)",
                 )
             return image.convert("L" if channels == 1 else "RGB")
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as err:
+    except (UnidentifiedImageError, ImageTooLarge, OSError, SyntaxError) as err:
         raise UsageError(
             f"image {path} is not an image PIL can read ({type(err).__name__}: {err})",
             hint="give PNG, JPEG or another common image file",

@@ -12,7 +12,13 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from parc_surgery.errors import EXIT_CODES, ParcSurgeryError, ParcSurgeryWarning, UsageError
+from parc_surgery.errors import (
+    EXIT_CODES,
+    ParcSurgeryError,
+    ParcSurgeryWarning,
+    UsageError,
+    out_of_memory,
+)
 
 __all__ = [
     "EXIT_CODE_HELP",
@@ -141,6 +147,12 @@ def handle_errors(func: F) -> F:
             except ParcSurgeryError as err:
                 print_error(err)
                 raise typer.Exit(err.exit_code) from None
+            except (MemoryError, RuntimeError) as err:
+                refusal = out_of_memory(err)  # huge --input-size / --batch-size: exit 2
+                if refusal is None:
+                    raise
+                print_error(refusal)
+                raise typer.Exit(refusal.exit_code) from None
             except KeyboardInterrupt:
                 # Temporary files are already gone (files.atomic_output); say so, exit 130.
                 _stderr().print("interrupted: nothing was written", markup=False)

@@ -216,6 +216,13 @@ DataOpt = Annotated[
         show_default=False,
     ),
 ]
+AllowOutsideDataOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-outside",
+        help="Follow symlinks in --data that point outside it. Off: such a link is refused.",
+    ),
+]
 DatasetOpt = Annotated[
     str,
     typer.Option(

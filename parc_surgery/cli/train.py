@@ -22,6 +22,7 @@ from parc_surgery.cli.common import (
     parse_size,
 )
 from parc_surgery.cli.options import (
+    AllowOutsideDataOpt,
     BatchSizeOpt,
     CheckpointSizeOpt,
     DataFormat,
@@ -173,6 +174,7 @@ def eval_command(
     weights: WeightsOpt = None,
     model_arg: ModelArgsOpt = None,
     dataset: DatasetOpt = "",
+    allow_outside: AllowOutsideDataOpt = False,
     split: Annotated[str, typer.Option("--split", "--val-split", help="Split evaluated.")] = "val",
     input_size: CheckpointSizeOpt = None,
     batch_size: BatchSizeOpt = 64,
@@ -197,7 +199,9 @@ def eval_command(
     from parc_surgery.train.render import eval_table
 
     fmt = DataFormat(fmt).value
-    config = _data_config(data, dataset, input_size, batch_size, workers, val_split=split)
+    config = _data_config(
+        data, dataset, input_size, batch_size, workers, val_split=split, allow_outside=allow_outside
+    )
     with _distributed(device) as info:
         ui = Output(quiet=quiet or not info.is_main, fmt=fmt)
         with _progress(ui, info.is_main) as progress, _stop_at_once():
@@ -276,6 +280,7 @@ def finetune_command(
     ] = 0.5,
     temperature: Annotated[float, typer.Option("--temperature", help="T of the KL term.")] = 2.0,
     dataset: DatasetOpt = "",
+    allow_outside: AllowOutsideDataOpt = False,
     train_split: Annotated[str, typer.Option("--train-split", help="Split trained on.")] = "train",
     val_split: Annotated[
         str, typer.Option("--val-split", help="Split evaluated after each epoch.")
@@ -346,6 +351,7 @@ def finetune_command(
         augment=augment,
         scale=scale,
         hflip=hflip,
+        allow_outside=allow_outside,
     )
     target = (
         output if output is not None else checkpoint.with_name(f"{checkpoint.stem}-ft.safetensors")

@@ -10,6 +10,9 @@ samplers that make the data order a function of (seed, epoch) on any number of p
 from __future__ import annotations
 
 import math
+import os
+import stat
+import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ __all__ = [
     "ImageSet",
     "ShardSampler",
     "UnreadableImage",
+    "check_tree",
     "batches",
     "eval_loader",
     "head_classes",
@@ -50,6 +54,7 @@ class DataConfig:
     augment: bool = True  # timm's train transform; False: the eval transform for training too
     scale: float = 0.08  # RandomResizedCrop's smallest area share
     hflip: float = 0.5
+    allow_outside: bool = False  # follow symlinks that leave `root`
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,13 +113,13 @@ class ImageSet(Dataset):
     def __getitem__(self, index: int):
         if self._reader is None:
             return self.dataset[index]
-        from PIL import Image
+        from parc_surgery.analysis.images import open_bounded
 
         try:
             handle, target = self._reader[index][:2]
-            with handle, Image.open(handle) as image:
+            with handle, open_bounded(handle) as image:
                 picture = image.convert(getattr(self.dataset, "input_img_mode", None) or "RGB")
-        except (OSError, ValueError, SyntaxError) as err:  # PIL's decode errors
+        except (OSError, ValueError, SyntaxError, tarfile.TarError) as err:  # decode errors
             name = self.dataset.filename(index, absolute=True)
             raise UnreadableImage(
                 f"{name}: not a readable image ({type(err).__name__}: {err})"
@@ -144,6 +149,7 @@ def _split_source(config: DataConfig, split: str) -> Path:
         )
     for candidate in (root / split, root / f"{split}.tar"):
         if candidate.exists():
+            check_tree(candidate, root, allow_outside=config.allow_outside)
             return candidate
     present = sorted(p.name for p in root.iterdir())
     raise DataError(
@@ -151,6 +157,55 @@ def _split_source(config: DataConfig, split: str) -> Path:
         f"(found: {', '.join(present[:8]) or 'nothing'})",
         hint="create it, or name the split with --train-split / --val-split",
     )
+
+
+def _refuse(path: Path, why: str, hint: str) -> None:
+    raise DataError(f"{path}: {why}", hint=hint)
+
+
+def check_tree(top: Path, root: Path, *, allow_outside: bool = False) -> None:
+    """Refuse (DataError) what must not be read under `top`, before anything is opened.
+
+    timm walks a folder following symlinks and opens every image name it finds, so a FIFO
+    would block forever and a symlink to an ancestor folder would loop forever. Every
+    entry must be a regular file or a folder, no folder may be reached twice (a cycle, or
+    the same tree twice), and a symlink must stay inside `root` unless `allow_outside`.
+    """
+    base = os.path.realpath(root)
+    outside_hint = "copy the files into the data folder, or pass --allow-outside to follow links"
+    seen: set[tuple[int, int]] = set()
+    pending = [Path(top)]
+    while pending:
+        path = pending.pop()
+        try:
+            info = path.stat()
+        except OSError as err:  # a dangling link, a link loop (ELOOP), no permission
+            _refuse(path, f"cannot be read ({err.strerror or err})", "remove or fix it")
+        if path.is_symlink() and not allow_outside:
+            real = os.path.realpath(path)
+            if real != base and not real.startswith(base.rstrip(os.sep) + os.sep):
+                _refuse(path, f"is a symlink to {real}, outside {root}", outside_hint)
+        if stat.S_ISREG(info.st_mode):
+            continue
+        if not stat.S_ISDIR(info.st_mode):
+            _refuse(
+                path,
+                "is not a regular file or folder (a FIFO, socket or device would block or "
+                "never end when read)",
+                "remove it from the data folder",
+            )
+        key = (info.st_dev, info.st_ino)
+        if key in seen:
+            _refuse(
+                path,
+                "reaches a folder already listed (a symlink cycle, or the same folder twice)",
+                "remove the symlink",
+            )
+        seen.add(key)
+        try:
+            pending.extend(sorted(Path(entry.path) for entry in os.scandir(path)))
+        except OSError as err:
+            _refuse(path, f"cannot be listed ({err.strerror or err})", "fix its permissions")
 
 
 def open_split(
@@ -172,6 +227,8 @@ def open_split(
         source = _split_source(config, split)
         where = str(source)
         kwargs = {"root": str(source), "split": split, "search_split": False}
+        if source.is_file():  # a .tar: never read (or write) timm's pickled tar info cache
+            kwargs["cache_tarinfo"] = False
     images = _create(config.dataset, where, kwargs)
     classes = images.class_to_idx
     if classes is None:
@@ -200,7 +257,7 @@ def _create(name: str, where: str, kwargs: dict[str, Any]) -> ImageSet:
 
     try:
         dataset = create_dataset(name, **kwargs)
-    except (RuntimeError, OSError, AssertionError, ValueError) as err:
+    except (RuntimeError, OSError, AssertionError, ValueError, tarfile.TarError) as err:
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise DataError(
             f"{where}: no usable images ({detail})",

@@ -25,7 +25,14 @@ from parc_surgery.train.data import batches
 from parc_surgery.train.distributed import Distributed, all_reduce_sum, unwrap
 from parc_surgery.train.evaluate import EvalResult, evaluate
 from parc_surgery.train.phases import Phase, TrainConfig, finetune_phase, warmstart_phase
-from parc_surgery.train.state import capture_rng, read_state, restore_rng, write_state
+from parc_surgery.train.state import (
+    STATE_NAME,
+    capture_rng,
+    check_state,
+    read_state,
+    restore_rng,
+    write_state,
+)
 from parc_surgery.train.warmstart import block_errors
 
 __all__ = ["EpochRecord", "Measurements", "StopSignals", "TrainProgress", "Trainer"]
@@ -125,6 +132,20 @@ class StopSignals:
         return False
 
 
+def _load_phase(phase, state: dict[str, Any], directory) -> None:
+    """The optimizer / scheduler / EMA state of a resumed phase; a misfit is exit 6."""
+    from parc_surgery.errors import CheckpointError
+
+    try:
+        phase.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as err:
+        raise CheckpointError(
+            f"{directory}/state.pt: 'phase' does not fit this run's optimizer "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
+            hint="the file was edited or damaged: delete it and start again without --resume",
+        ) from None
+
+
 @dataclass
 class _Position:
     phase: int = 0
@@ -187,7 +208,7 @@ class Trainer:
                 if self.position.epoch < epochs:
                     phase = self._phase(name)
                     if phase_state is not None:
-                        phase.load_state_dict(phase_state)
+                        _load_phase(phase, phase_state, self.checkpoint_dir)
                         phase_state = None
                     while self.position.epoch < epochs:
                         self._train_epoch(phase)
@@ -357,6 +378,13 @@ class Trainer:
 
     def _restore(self):
         state = read_state(self.checkpoint_dir, self.fingerprint)
+        check_state(
+            self.checkpoint_dir / STATE_NAME,
+            state,
+            student=unwrap(self.student).state_dict(),
+            phases=self.phases,
+            world_size=self.info.world_size,
+        )
         self.student.load_state_dict(state["student"])
         self.position = _Position(**state["position"])
         self.measurements = Measurements.from_dict(state["measurements"])

@@ -116,4 +116,5 @@ def test_resume_refuses_a_state_saved_with_other_settings(convnext, digits, tmp_
     assert first.exit_code == 0, first.output
     other = CliRunner().invoke(app, [*args, "--force", "--resume"])  # --epochs 4 now
     assert other.exit_code == 2 and "other settings" in other.stderr
-    assert "'epochs': 0" in other.stderr and "'epochs': 4" in other.stderr
+    # The keys that differ are named, not two whole configurations printed.
+    assert "epochs differ" in other.stderr and "'epochs'" not in other.stderr
