@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -124,16 +125,34 @@ def _show_warning(quiet: bool, default: Callable[..., None]) -> Callable[..., No
     return show
 
 
+# Parameters that name what a command writes; every other Path argument is an input.
+_OUTPUT_PARAMETERS = frozenset({"output", "out", "export_onnx", "output_dir", "checkpoint_dir"})
+
+
+def _input_paths(kwargs: dict[str, Any]) -> list[Path]:
+    """The Path arguments of a command that it reads (all but _OUTPUT_PARAMETERS)."""
+    found: list[Path] = []
+    for name, value in kwargs.items():
+        if name in _OUTPUT_PARAMETERS:
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        found.extend(item for item in values if isinstance(item, Path))
+    return found
+
+
 def handle_errors(func: F) -> F:
     """Turn ParcSurgeryError into its message and exit code, without a traceback.
 
     ParcSurgeryWarnings raised by the library print as 'warning: ...' on stderr (not
-    with --quiet); Ctrl-C exits 130.
+    with --quiet); Ctrl-C exits 130. The command runs inside files.command_inputs: no
+    output may be one of its Path arguments or a file it reads, even with --force.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with warnings.catch_warnings():
+        from parc_surgery.files import command_inputs
+
+        with warnings.catch_warnings(), command_inputs(_input_paths(kwargs)):
             warnings.simplefilter("always", ParcSurgeryWarning)
             warnings.showwarning = _show_warning(bool(kwargs.get("quiet")), warnings.showwarning)
             try:
