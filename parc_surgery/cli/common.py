@@ -63,14 +63,41 @@ class Output:
             self.err.print(f"warning: {message}", style="yellow", highlight=False, soft_wrap=True)
 
     def json(self, text: str) -> None:
-        sys.stdout.write(text.rstrip("\n") + "\n")
-        sys.stdout.flush()
+        """`text` on stdout; a failing stdout (full disk, closed pipe) is exit 7 naming it."""
+        try:
+            sys.stdout.write(text.rstrip("\n") + "\n")
+            sys.stdout.flush()
+        except OSError as err:
+            from parc_surgery.files import os_error
+
+            error = os_error(_stdout_name(), err, doing="write the JSON to")
+            _drop_stdout()
+            raise error from None
 
     def steps(self, total_label: str):
         """A step callback: a live status line on a terminal, nothing otherwise."""
         if not self.interactive:
             return _NullSteps()
         return _LiveSteps(self.err, total_label)
+
+
+def _stdout_name() -> str:
+    """Where stdout goes: its file (/proc/self/fd on Linux), else '<stdout>'."""
+    try:
+        return os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}")
+    except (OSError, ValueError, AttributeError):
+        return "<stdout>"
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what could not be
+    written does not fail again (a second message and exit 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class _NullSteps:

@@ -64,3 +64,133 @@ def test_convert_output_through_a_link_to_its_weights_is_refused(tiny, tmp_path)
     )
     assert result.exit_code == 7, result.output
     assert _sha(weights) == before
+
+
+def _bomb(path: Path, floats: int = 4_000_000) -> Path:
+    """A torch.save file whose entries are re-packed deflated: tiny on disk, big unpacked."""
+    import zipfile
+
+    plain = path.with_suffix(".plain")
+    torch.save({"w": torch.zeros(floats)}, plain)
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as out:
+        for entry in source.infolist():
+            out.writestr(entry.filename, source.read(entry.filename))
+    plain.unlink()
+    return path
+
+
+def test_a_zip_bomb_weights_file_is_refused_from_its_directory(tmp_path):
+    bomb = _bomb(tmp_path / "bomb.pth")
+    assert bomb.stat().st_size < 1_000_000  # 16 MB of tensor data
+    args = ["convert", "test_convnext", "--input-size", "64", "--weights", str(bomb)]
+    result = CliRunner().invoke(app, [*args, "-o", str(tmp_path / "out.safetensors")])
+    assert result.exit_code == 6, result.output
+    assert "unpacks" in result.output and "zip bomb" in result.output
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_genuine_torch_weights_file_passes_the_zip_bound(tmp_path):
+    from parc_surgery.weights import check_zip_size
+
+    genuine = tmp_path / "w.pth"
+    torch.save({"w": torch.zeros(4_000_000), "b": torch.ones(3)}, genuine)
+    check_zip_size(genuine)  # no error
+
+
+def test_import_official_refuses_a_zip_bomb(tmp_path):
+    bomb = _bomb(tmp_path / "bomb.pth")
+    args = ["import-official", str(bomb), "-o", str(tmp_path / "o.safetensors")]
+    result = CliRunner().invoke(app, [*args, "--arch", "parc-resnet50"])
+    assert result.exit_code == 6, result.output
+    assert "zip bomb" in result.output
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_a_planted_state_link_is_replaced_never_followed(tiny, tmp_path, dangling):
+    checkpoint, weights, digits = tiny
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    outside = tmp_path / "outside.txt"
+    if not dangling:
+        outside.write_text("precious")
+    (state_dir / "state.pt").symlink_to(outside)
+    out = tmp_path / "ft.safetensors"
+    extra = ["--checkpoint-dir", str(state_dir), "--warmup-epochs", "0"]
+    result = finetune_cli(checkpoint, digits, out, *extra, teacher=weights)
+    assert result.exit_code == 0, result.output
+    state = state_dir / "state.pt"
+    assert not state.is_symlink() and state.is_file()
+    if dangling:
+        assert not outside.exists()
+    else:
+        assert outside.read_text() == "precious"
+
+
+def test_checkpoint_dir_that_is_a_file_or_cannot_be_created_is_exit_7(tiny, tmp_path):
+    checkpoint, weights, digits = tiny
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for folder in (a_file, Path("/sys/parc-surgery-test/state")):
+        if folder.parent.name == "parc-surgery-test" and not Path("/sys").is_dir():
+            continue
+        extra = ["--checkpoint-dir", str(folder)]
+        out = tmp_path / "ft.safetensors"
+        result = finetune_cli(checkpoint, digits, out, *extra, teacher=weights)
+        assert result.exit_code == 7, result.output
+        assert str(folder) in result.output
+        assert "Traceback" not in result.output
+
+
+def _limited(limit: int):
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_full_disk_while_writing_the_state_is_exit_7(tiny, tmp_path):
+    import subprocess
+
+    from train_testkit import cli_env, parc_surgery
+
+    checkpoint, weights, digits = tiny
+    state_dir = tmp_path / "state"
+    args = ["finetune", str(checkpoint), "--data", str(digits), "--teacher-weights", str(weights)]
+    args += ["-o", str(tmp_path / "ft.safetensors"), "-j", "0", "-b", "8", "--epochs", "1"]
+    args += ["--warmup-epochs", "0", "--checkpoint-dir", str(state_dir)]
+    # a file may grow to 1.5 checkpoints: the state (model, AdamW moments, best) cannot
+    limit = int(checkpoint.stat().st_size * 1.5)
+    done = subprocess.run(
+        parc_surgery(*args),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+        preexec_fn=_limited(limit),
+    )
+    assert done.returncode == 7, done.stderr
+    assert str(state_dir / "state.pt") in done.stderr
+    assert "Traceback" not in done.stderr
+    assert [p.name for p in state_dir.iterdir()] == []  # no temporary file left
+
+
+def test_json_to_a_full_disk_is_exit_7_with_the_path():
+    import subprocess
+
+    from train_testkit import cli_env, parc_surgery
+
+    if not Path("/dev/full").exists():
+        pytest.skip("needs /dev/full")
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            parc_surgery("rules", "list", "--format", "json"),
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=cli_env(),
+            timeout=120,
+        )
+    assert done.returncode == 7, done.stderr
+    assert "/dev/full" in done.stderr and "Traceback" not in done.stderr
