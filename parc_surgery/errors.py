@@ -12,6 +12,7 @@ __all__ = [
     "BatchError",
     "CheckpointError",
     "DataError",
+    "DivergedError",
     "ExportError",
     "Interrupted",
     "NothingMatchedError",
@@ -126,6 +127,12 @@ class DataError(ParcSurgeryError):
     exit_code = 10
 
 
+class DivergedError(ParcSurgeryError):
+    """Training produced a non-finite loss or weight (NaN, inf): stopped, nothing saved."""
+
+    exit_code = 11
+
+
 class Interrupted(ParcSurgeryError):
     """Ctrl-C (SIGINT) or SIGTERM stopped a run; finetune saved its state if asked to."""
 
@@ -144,6 +151,7 @@ EXIT_CODES: dict[int, str] = {
     8: "one or more batch jobs failed",
     9: "ONNX export failed or did not match PyTorch",
     10: "data error: missing folder or split, no images, wrong class count, unreadable image",
+    11: "training diverged: a non-finite loss or weight; the last finite state is kept",
     130: "interrupted by Ctrl-C (SIGINT): batch prints the summary of the jobs done so far, "
     "finetune saves its state if --checkpoint-dir was given",
     143: "stopped by SIGTERM; finetune saved its state if --checkpoint-dir was given",

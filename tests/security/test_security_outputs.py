@@ -194,3 +194,14 @@ def test_json_to_a_full_disk_is_exit_7_with_the_path():
         )
     assert done.returncode == 7, done.stderr
     assert "/dev/full" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_diverged_run_stops_with_exit_11_and_saves_no_nan_model(tiny, tmp_path):
+    checkpoint, _, digits = tiny
+    out, state_dir = tmp_path / "ft.safetensors", tmp_path / "state"
+    extra = ["--no-teacher", "--warmup-epochs", "0", "--lr", "1e30", "--clip-grad", "0"]
+    result = finetune_cli(checkpoint, digits, out, *extra, "--checkpoint-dir", str(state_dir))
+    assert result.exit_code == 11, result.output
+    assert "diverged" in result.output and "non-finite weight" in result.output
+    assert not out.exists()
+    assert not (state_dir / "state.pt").exists()  # the NaN state never replaces a finite one
