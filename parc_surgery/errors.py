@@ -7,6 +7,8 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
+import unicodedata
+
 __all__ = [
     "EXIT_CODES",
     "BatchError",
@@ -24,7 +26,26 @@ __all__ = [
     "UsageError",
     "VerificationError",
     "WeightsError",
+    "printable",
 ]
+
+# Bidirectional overrides and isolates reorder what a terminal shows ("Trojan source").
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: object, *, keep: str = "") -> str:
+    """`text` safe for a terminal: every control character (ESC, CR, BEL, C1, DEL, bidi
+    overrides) but those in `keep` written as its escape (ESC as \\x1b). For names from
+    untrusted input (job names, file names) before they are printed."""
+    text = str(text)
+    if text.isprintable() and not _BIDI.intersection(text):
+        return text
+    return "".join(
+        char
+        if char in keep or (unicodedata.category(char) != "Cc" and char not in _BIDI)
+        else (repr(char)[1:-1] if char != "\\" else char)
+        for char in text
+    )
 
 
 class ParcSurgeryError(Exception):

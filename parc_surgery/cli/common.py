@@ -13,7 +13,13 @@ from typing import Any, TypeVar
 import typer
 from rich.console import Console
 
-from parc_surgery.errors import EXIT_CODES, ParcSurgeryError, ParcSurgeryWarning, UsageError
+from parc_surgery.errors import (
+    EXIT_CODES,
+    ParcSurgeryError,
+    ParcSurgeryWarning,
+    UsageError,
+    printable,
+)
 
 __all__ = [
     "EXIT_CODE_HELP",
@@ -128,7 +134,9 @@ class _LiveSteps:
 
 
 def print_error(err: ParcSurgeryError) -> None:
-    _stderr().print(f"error: {err.message}", style=None if _plain() else "red", markup=False)
+    # Messages name untrusted things (file names, job names): their control bytes are escaped.
+    message = printable(err.message, keep="\n")
+    _stderr().print(f"error: {message}", style=None if _plain() else "red", markup=False)
 
 
 def _plain() -> bool:
@@ -147,7 +155,8 @@ def _show_warning(quiet: bool, default: Callable[..., None]) -> Callable[..., No
             default(message, category, filename, lineno, file, line)
         elif not quiet:
             style = None if _plain() else "yellow"
-            _stderr().print(f"warning: {message}", style=style, markup=False)
+            shown = printable(message, keep="\n")
+            _stderr().print(f"warning: {shown}", style=style, markup=False)
 
     return show
 

@@ -205,3 +205,65 @@ def test_a_diverged_run_stops_with_exit_11_and_saves_no_nan_model(tiny, tmp_path
     assert "diverged" in result.output and "non-finite weight" in result.output
     assert not out.exists()
     assert not (state_dir / "state.pt").exists()  # the NaN state never replaces a finite one
+
+
+def test_a_sigterm_during_a_batch_prints_the_summary_and_a_complete_json(tmp_path):
+    import json
+    import signal
+    import subprocess
+
+    from train_testkit import cli_env, parc_surgery
+
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(
+        "jobs:\n  - {name: quick, model: test_convnext, input_size: 64}\n"
+        "  - {name: slow, model: resnet50, input_size: 448, stages: [2, 3, 4]}\n"
+        "  - {name: never, model: test_convnext, input_size: 64, output: n.safetensors}\n"
+    )
+    proc = subprocess.Popen(
+        parc_surgery("batch", str(jobs), "--format", "json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+    )
+    for line in proc.stderr:
+        if "[2] converting slow" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    report = json.loads(stdout)
+    assert report["interrupted"] and report["skipped"] == 1
+    assert report["jobs"][0]["ok"] and report["jobs"][1]["exit_code"] == 143
+    assert "stopped by SIGTERM: 1 jobs finished, 1 stopped, 1 not started" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "jobs.yaml",
+        "test_convnext-parc.safetensors",
+    ]
+
+
+def test_control_bytes_in_job_names_are_printed_escaped(tmp_path):
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text(
+        'jobs:\n  - {name: "evil\\e]0;pwned\\a\\e[2J[bold]x", model: no_such_model_xyz}\n'
+    )
+    result = CliRunner().invoke(app, ["batch", str(jobs)])
+    assert result.exit_code == 8, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "[1] converting evil\\x1b]0;pwned\\x07\\x1b[2J[bold]x" in result.output
+    assert "evil\\x1b" in result.output.split("batch summary", 1)[1]
+
+
+def test_control_bytes_in_data_file_names_are_printed_escaped(tiny, tmp_path):
+    import shutil
+
+    checkpoint, _, digits = tiny
+    data = tmp_path / "data"
+    shutil.copytree(digits, data)
+    bad = data / "val" / sorted(p.name for p in (data / "val").iterdir())[0]
+    (bad / "\x1b[2Jbroken.png").write_bytes(b"not a png")
+    result = CliRunner().invoke(app, ["eval", str(checkpoint), "--data", str(data), "-j", "0"])
+    assert result.exit_code == 10, result.output
+    assert "\x1b" not in result.output
+    assert "\\x1b[2Jbroken.png" in result.output
