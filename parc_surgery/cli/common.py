@@ -161,15 +161,21 @@ def _show_warning(quiet: bool, default: Callable[..., None]) -> Callable[..., No
     return show
 
 
-# Parameters that name what a command writes; every other Path argument is an input.
-_OUTPUT_PARAMETERS = frozenset({"output", "out", "export_onnx", "output_dir", "checkpoint_dir"})
+def _names_an_output(parameter: str) -> bool:
+    """Whether a command's parameter names what it writes (out, output*, export*, *_dir);
+    every other Path argument is an input. A new output option must be named this way."""
+    return (
+        parameter == "out"
+        or parameter.startswith(("output", "export"))
+        or (parameter.endswith("_dir"))
+    )
 
 
 def _input_paths(kwargs: dict[str, Any]) -> list[Path]:
-    """The Path arguments of a command that it reads (all but _OUTPUT_PARAMETERS)."""
+    """The Path arguments of a command that it reads (see _names_an_output)."""
     found: list[Path] = []
     for name, value in kwargs.items():
-        if name in _OUTPUT_PARAMETERS:
+        if _names_an_output(name):
             continue
         values = value if isinstance(value, list | tuple) else [value]
         found.extend(item for item in values if isinstance(item, Path))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -411,3 +412,8 @@ def _make_checkpoint_dir(folder: Path) -> None:
         ) from None
     except OSError as err:
         raise os_error(folder, err, doing="create --checkpoint-dir") from None
+    if not os.access(folder, os.W_OK | os.X_OK):  # fail now, not after the first epoch
+        raise OutputError(
+            f"--checkpoint-dir {folder} is not writable (read-only file system or permissions)",
+            hint="give a folder this user can write, or leave out --checkpoint-dir",
+        )
