@@ -2,9 +2,12 @@
 
 `check_output` reads the file system and writes nothing: it refuses (OutputError, exit 7) a
 path that ends in '/', a directory, anything that is not a regular file (a device, FIFO or
-socket: even with force), one of the command's own input files (even with force), an
-existing file without force, a missing or unwritable directory and a name too long for the
-file system. It returns the path that will be written, symlinks resolved.
+socket: even with force), one of the command's own input files (even with force: the
+`inputs` given, and every file noted inside the running `command_inputs` scope, which
+the CLI opens around each command with its Path arguments and which the readers of
+checkpoints and weights add to), an existing file without force, a missing or
+unwritable directory and a name too long for the file system. It returns the path that
+will be written, symlinks resolved.
 
 `atomic_output` yields a temporary path beside the target for a writer that takes a path
 (safetensors, ONNX, matplotlib, torch.save) and commits it only when the writer returns:
