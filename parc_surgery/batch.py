@@ -34,7 +34,15 @@ from parc_surgery.models import file_stem
 from parc_surgery.rules.validation import positioned_error
 from parc_surgery.rules.yaml_source import DataPath, Positions, read_yaml_file
 
-__all__ = ["BatchInterrupted", "Job", "JobFile", "JobResult", "load_jobs", "run_batch"]
+__all__ = [
+    "BatchInterrupted",
+    "BatchTerminated",
+    "Job",
+    "JobFile",
+    "JobResult",
+    "load_jobs",
+    "run_batch",
+]
 
 _HINT = "see README, Batch jobs"
 
@@ -116,13 +124,22 @@ class JobResult:
         return asdict(self)
 
 
-class BatchInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a batch: `results` holds the jobs done so far (the interrupted one last)."""
+class BatchTerminated(KeyboardInterrupt):
+    """SIGTERM during a batch (raised by the CLI's handler): stops it as Ctrl-C does."""
 
-    def __init__(self, results: list[JobResult], skipped: int):
+    exit_code = 143
+    reason = "stopped (SIGTERM)"
+
+
+class BatchInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during a batch: `results` holds the jobs done so far (the
+    interrupted one last); `exit_code` is 130 (Ctrl-C) or 143 (SIGTERM)."""
+
+    def __init__(self, results: list[JobResult], skipped: int, exit_code: int = 130):
         super().__init__()
         self.results = results
         self.skipped = skipped
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -330,11 +347,13 @@ def run_batch(
             if on_job:
                 on_job(number, name)
             results.append(_run_one(job, output, base, force, allow_outside))
-    except KeyboardInterrupt:
-        stopped = len(results)  # the job that was running when Ctrl-C came
+    except KeyboardInterrupt as stop:
+        code = getattr(stop, "exit_code", 130)
+        reason = getattr(stop, "reason", "interrupted (Ctrl-C)")
+        stopped = len(results)  # the job that was running when the signal came
         if stopped < len(jobs):
             job = jobs[stopped]
             label = (job.name or job.model, job.model) if isinstance(job, Job) else ("?", "?")
-            results.append(JobResult(*label, False, 130, "interrupted (Ctrl-C)"))
-        raise BatchInterrupted(results, len(jobs) - len(results)) from None
+            results.append(JobResult(*label, False, code, reason))
+        raise BatchInterrupted(results, len(jobs) - len(results), code) from None
     return results

@@ -172,6 +172,7 @@ def read_header(path: str | os.PathLike, *, error: type = CheckpointError) -> He
         raise error(f"{shown} is a directory, not a checkpoint", hint="give the file inside it")
     if not stat.S_ISREG(st.st_mode):
         raise error(f"{shown} is not a regular file", hint="give a .safetensors file")
+    files.note_inputs(path)
     try:
         with open(path, "rb") as handle:
             head = handle.read(8)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 
 __all__ = [
     "EXIT_CODES",
     "BatchError",
     "CheckpointError",
     "DataError",
+    "DivergedError",
     "ExportError",
     "Interrupted",
     "NothingMatchedError",
@@ -27,7 +29,26 @@ __all__ = [
     "VerificationError",
     "WeightsError",
     "out_of_memory",
+    "printable",
 ]
+
+# Bidirectional overrides and isolates reorder what a terminal shows ("Trojan source").
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def printable(text: object, *, keep: str = "") -> str:
+    """`text` safe for a terminal: every control character (ESC, CR, BEL, C1, DEL, bidi
+    overrides) but those in `keep` written as its escape (ESC as \\x1b). For names from
+    untrusted input (job names, file names) before they are printed."""
+    text = str(text)
+    if text.isprintable() and not _BIDI.intersection(text):
+        return text
+    return "".join(
+        char
+        if char in keep or (unicodedata.category(char) != "Cc" and char not in _BIDI)
+        else (repr(char)[1:-1] if char != "\\" else char)
+        for char in text
+    )
 
 
 class ParcSurgeryError(Exception):
@@ -130,6 +151,12 @@ class DataError(ParcSurgeryError):
     exit_code = 10
 
 
+class DivergedError(ParcSurgeryError):
+    """Training produced a non-finite loss or weight (NaN, inf): stopped, nothing saved."""
+
+    exit_code = 11
+
+
 class Interrupted(ParcSurgeryError):
     """Ctrl-C (SIGINT) or SIGTERM stopped a run; finetune saved its state if asked to."""
 
@@ -186,6 +213,7 @@ EXIT_CODES: dict[int, str] = {
     8: "one or more batch jobs failed",
     9: "ONNX export failed or did not match PyTorch",
     10: "data error: missing folder or split, no images, wrong class count, unreadable image",
+    11: "training diverged: a non-finite loss or weight; the last finite state is kept",
     130: "interrupted by Ctrl-C (SIGINT): batch prints the summary of the jobs done so far, "
     "finetune saves its state if --checkpoint-dir was given",
     143: "stopped by SIGTERM; finetune saved its state if --checkpoint-dir was given",

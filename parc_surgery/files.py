@@ -2,9 +2,12 @@
 
 `check_output` reads the file system and writes nothing: it refuses (OutputError, exit 7) a
 path that ends in '/', a directory, anything that is not a regular file (a device, FIFO or
-socket: even with force), one of the command's own input files (even with force), an
-existing file without force, a missing or unwritable directory and a name too long for the
-file system. It returns the path that will be written, symlinks resolved.
+socket: even with force), one of the command's own input files (even with force: the
+`inputs` given, and every file noted inside the running `command_inputs` scope, which
+the CLI opens around each command with its Path arguments and which the readers of
+checkpoints and weights add to), an existing file without force, a missing or
+unwritable directory and a name too long for the file system. It returns the path that
+will be written, symlinks resolved.
 
 `atomic_output` yields a temporary path beside the target for a writer that takes a path
 (safetensors, ONNX, matplotlib, torch.save) and commits it only when the writer returns:
@@ -21,6 +24,7 @@ path and the reason (full disk, name too long, permission denied, read-only file
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import hashlib
 import os
@@ -39,6 +43,8 @@ __all__ = [
     "TEMP_SUFFIX",
     "atomic_output",
     "check_output",
+    "command_inputs",
+    "note_inputs",
     "stale_temporaries",
     "write_bytes",
 ]
@@ -108,8 +114,37 @@ def _stat(path: Path) -> os.stat_result | None:
         raise os_error(path, err) from None
 
 
+# The files the running command reads (see command_inputs): no write may replace one of them.
+_COMMAND_INPUTS: contextvars.ContextVar[set[str] | None] = contextvars.ContextVar(
+    "parc_surgery_command_inputs", default=None
+)
+
+
+@contextlib.contextmanager
+def command_inputs(paths: Iterable[str | os.PathLike | None] = ()) -> Iterator[set[str]]:
+    """A scope (one CLI command) whose inputs no output may be: `paths`, and every file the
+    library reads inside it (note_inputs). check_output and atomic_output refuse them all,
+    even with force."""
+    token = _COMMAND_INPUTS.set(set())
+    try:
+        note_inputs(*paths)
+        yield _COMMAND_INPUTS.get()  # type: ignore[misc]
+    finally:
+        _COMMAND_INPUTS.reset(token)
+
+
+def note_inputs(*paths: str | os.PathLike | None) -> None:
+    """Record files the running command reads (a no-op outside command_inputs)."""
+    noted = _COMMAND_INPUTS.get()
+    if noted is None:
+        return
+    for path in paths:
+        if path is not None and os.path.isfile(path):
+            noted.add(os.path.realpath(path))
+
+
 def _check_not_input(shown: str, target: Path, inputs: Iterable[str | os.PathLike]) -> None:
-    for item in inputs:
+    for item in [*inputs, *sorted(_COMMAND_INPUTS.get() or ())]:
         if item is None:
             continue
         with contextlib.suppress(OSError):

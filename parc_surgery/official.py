@@ -268,6 +268,11 @@ def read_official_weights(
             f"{path} is {size / 2**30:.1f} GiB, larger than any official ParC-Net checkpoint "
             f"({MAX_OFFICIAL_BYTES / 2**30:.0f} GiB at most)"
         )
+    from parc_surgery.files import note_inputs
+    from parc_surgery.weights import check_zip_size
+
+    note_inputs(path)
+    check_zip_size(path, error=CheckpointError)  # a zip bomb, before torch.load unpacks it
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a bad or hostile file

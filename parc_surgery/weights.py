@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,8 +18,21 @@ import torch
 from torch import nn
 
 from parc_surgery.errors import WeightsError
+from parc_surgery.files import note_inputs
 
-__all__ = ["compare_shapes", "file_sha256", "load_source_weights", "load_strict"]
+__all__ = [
+    "check_zip_size",
+    "compare_shapes",
+    "file_sha256",
+    "load_source_weights",
+    "load_strict",
+    "torch_load",
+]
+
+# torch.save stores its tensors uncompressed, so a genuine file unpacks to about its own size;
+# a deflated "zip bomb" of a few MB asks torch.load for gigabytes before any key is checked.
+_ZIP_SLACK_BYTES = 1 << 20
+_ZIP_RATIO = 1.5
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -42,6 +56,7 @@ def load_source_weights(model: nn.Module, path: str | os.PathLike) -> str:
     if not path.is_file():
         what = "is not a regular file" if path.exists() else "does not exist"
         raise WeightsError(f"weights file {path} {what}", hint="check the --weights path")
+    note_inputs(path)
     state = _read_state_dict(path)
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module.") :]: v for k, v in state.items()}
@@ -61,15 +76,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
                 f"{path} is not a readable safetensors file ({detail})",
                 hint="it may be truncated or corrupt: download or export it again",
             ) from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file
-        lines = str(err).strip().splitlines() or [""]
-        raise WeightsError(
-            f"{path} could not be read as a torch or safetensors weights file "
-            f"({type(err).__name__}: {lines[0][:200]})",
-            hint="give a safetensors file or a torch file holding a state_dict",
-        ) from None
+    obj = torch_load(path)
     if isinstance(obj, dict):
         for key in ("state_dict", "model"):
             if isinstance(obj.get(key), dict):
@@ -81,6 +88,45 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             "'state_dict' or 'model')"
         )
     return obj
+
+
+def check_zip_size(path: str | os.PathLike, *, error: type = WeightsError) -> None:
+    """`error` (exit 6) if the torch zip file at `path` unpacks to more than it can hold.
+
+    The sizes come from the zip central directory (nothing is decompressed); a file that is
+    not a zip (the legacy torch format) passes unchanged.
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return  # torch.load reports the damage itself
+    size = os.path.getsize(path)
+    unpacked = sum(max(entry.file_size, 0) for entry in entries)
+    limit = int(size * _ZIP_RATIO) + _ZIP_SLACK_BYTES
+    if unpacked > limit:
+        raise error(
+            f"{os.fspath(path)} is a {size}-byte torch file whose zip directory says it unpacks "
+            f"to {unpacked} bytes (more than {limit}): refused before loading, as a zip bomb",
+            hint="torch.save writes tensors uncompressed: save the state_dict again with "
+            "torch.save, or as safetensors",
+        )
+
+
+def torch_load(path: str | os.PathLike, *, error: type = WeightsError) -> object:
+    """torch.load with weights_only=True, after check_zip_size; `error` for a bad file."""
+    check_zip_size(path, error=error)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file
+        lines = str(err).strip().splitlines() or [""]
+        raise error(
+            f"{os.fspath(path)} could not be read as a torch or safetensors weights file "
+            f"({type(err).__name__}: {lines[0][:200]})",
+            hint="give a safetensors file or a torch file holding a state_dict",
+        ) from None
 
 
 def compare_shapes(

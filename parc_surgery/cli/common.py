@@ -7,6 +7,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -18,6 +19,7 @@ from parc_surgery.errors import (
     ParcSurgeryWarning,
     UsageError,
     out_of_memory,
+    printable,
 )
 
 __all__ = [
@@ -68,14 +70,41 @@ class Output:
             self.err.print(f"warning: {message}", style="yellow", highlight=False, soft_wrap=True)
 
     def json(self, text: str) -> None:
-        sys.stdout.write(text.rstrip("\n") + "\n")
-        sys.stdout.flush()
+        """`text` on stdout; a failing stdout (full disk, closed pipe) is exit 7 naming it."""
+        try:
+            sys.stdout.write(text.rstrip("\n") + "\n")
+            sys.stdout.flush()
+        except OSError as err:
+            from parc_surgery.files import os_error
+
+            error = os_error(_stdout_name(), err, doing="write the JSON to")
+            _drop_stdout()
+            raise error from None
 
     def steps(self, total_label: str):
         """A step callback: a live status line on a terminal, nothing otherwise."""
         if not self.interactive:
             return _NullSteps()
         return _LiveSteps(self.err, total_label)
+
+
+def _stdout_name() -> str:
+    """Where stdout goes: its file (/proc/self/fd on Linux), else '<stdout>'."""
+    try:
+        return os.readlink(f"/proc/self/fd/{sys.stdout.fileno()}")
+    except (OSError, ValueError, AttributeError):
+        return "<stdout>"
+
+
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's final flush of what could not be
+    written does not fail again (a second message and exit 120)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 class _NullSteps:
@@ -106,7 +135,9 @@ class _LiveSteps:
 
 
 def print_error(err: ParcSurgeryError) -> None:
-    _stderr().print(f"error: {err.message}", style=None if _plain() else "red", markup=False)
+    # Messages name untrusted things (file names, job names): their control bytes are escaped.
+    message = printable(err.message, keep="\n")
+    _stderr().print(f"error: {message}", style=None if _plain() else "red", markup=False)
 
 
 def _plain() -> bool:
@@ -125,21 +156,46 @@ def _show_warning(quiet: bool, default: Callable[..., None]) -> Callable[..., No
             default(message, category, filename, lineno, file, line)
         elif not quiet:
             style = None if _plain() else "yellow"
-            _stderr().print(f"warning: {message}", style=style, markup=False)
+            shown = printable(message, keep="\n")
+            _stderr().print(f"warning: {shown}", style=style, markup=False)
 
     return show
+
+
+def _names_an_output(parameter: str) -> bool:
+    """Whether a command's parameter names what it writes (out, output*, export*, *_dir);
+    every other Path argument is an input. A new output option must be named this way."""
+    return (
+        parameter == "out"
+        or parameter.startswith(("output", "export"))
+        or (parameter.endswith("_dir"))
+    )
+
+
+def _input_paths(kwargs: dict[str, Any]) -> list[Path]:
+    """The Path arguments of a command that it reads (see _names_an_output)."""
+    found: list[Path] = []
+    for name, value in kwargs.items():
+        if _names_an_output(name):
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        found.extend(item for item in values if isinstance(item, Path))
+    return found
 
 
 def handle_errors(func: F) -> F:
     """Turn ParcSurgeryError into its message and exit code, without a traceback.
 
     ParcSurgeryWarnings raised by the library print as 'warning: ...' on stderr (not
-    with --quiet); Ctrl-C exits 130.
+    with --quiet); Ctrl-C exits 130. The command runs inside files.command_inputs: no
+    output may be one of its Path arguments or a file it reads, even with --force.
     """
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with warnings.catch_warnings():
+        from parc_surgery.files import command_inputs
+
+        with warnings.catch_warnings(), command_inputs(_input_paths(kwargs)):
             warnings.simplefilter("always", ParcSurgeryWarning)
             warnings.showwarning = _show_warning(bool(kwargs.get("quiet")), warnings.showwarning)
             try:

@@ -9,6 +9,7 @@ every epoch; SIGINT / SIGTERM stop the run after the current step, with the stat
 
 from __future__ import annotations
 
+import math
 import random
 import signal
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from parc_surgery.errors import Interrupted
+from parc_surgery.errors import DivergedError, Interrupted
 from parc_surgery.train.data import batches
 from parc_surgery.train.distributed import Distributed, all_reduce_sum, unwrap
 from parc_surgery.train.evaluate import EvalResult, evaluate
@@ -284,6 +285,7 @@ class Trainer:
             seconds=self._epoch_seconds,
             val=val,
         )
+        self._check_finite(evaluated, record)
         self.measurements.history.append(record)
         last = pos.epoch + 1 == epochs
         if name == "warmstart" and last:
@@ -298,6 +300,32 @@ class Trainer:
         self.progress.epoch_done(record)
         if self.info.any(self.signals.signum is not None):
             self._interrupt(phase, saved=True)
+
+    def _check_finite(self, model: nn.Module, record: EpochRecord) -> None:
+        """DivergedError (exit 11) for a non-finite loss or weight, before anything is kept:
+        the best weights and the state in --checkpoint-dir stay those of the last finite
+        epoch, and no NaN model is ever saved."""
+        losses = {"training loss": record.train_loss, "validation loss": record.val.loss}
+        bad = [f"{label} {value}" for label, value in losses.items() if not math.isfinite(value)]
+        weights = [
+            name
+            for name, value in model.state_dict().items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())
+        ]
+        if weights:
+            bad.append(f"{len(weights)} non-finite weight tensors ({', '.join(weights[:3])})")
+        if not bad:
+            return
+        kept = (
+            f"a state in {self.checkpoint_dir} is from the last finite epoch"
+            if self.checkpoint_dir is not None
+            else "nothing was saved"
+        )
+        raise DivergedError(
+            f"{record.phase} epoch {record.epoch} diverged: {'; '.join(bad)}. Training "
+            f"stopped, {kept} and no output was written",
+            hint="lower --lr / --block-lr, keep --clip-grad on, or try --no-amp",
+        )
 
     def _keep_best(self, model: nn.Module, val: EvalResult, epoch: int | None) -> None:
         key = (val.top1, -val.loss)

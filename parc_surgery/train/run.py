@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from parc_surgery.errors import UsageError
+from parc_surgery.errors import OutputError, UsageError
 from parc_surgery.train.data import (
     DataConfig,
     eval_loader,
@@ -263,7 +264,7 @@ def finetune(
     if info.is_main:
         check_output(output, force=force)  # fail before the slow part, not after
         if checkpoint_dir is not None:
-            Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+            _make_checkpoint_dir(Path(checkpoint_dir))
             if not resume and (Path(checkpoint_dir) / STATE_NAME).exists():
                 progress.note(
                     f"warning: {Path(checkpoint_dir) / STATE_NAME} exists and will be replaced "
@@ -396,3 +397,23 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _make_checkpoint_dir(folder: Path) -> None:
+    """Create --checkpoint-dir; a file in its place or an OS error is exit 7 with the path."""
+    from parc_surgery.files import os_error
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(
+            f"--checkpoint-dir {folder} is a file, not a folder",
+            hint="give a folder for the training state, or remove the file",
+        ) from None
+    except OSError as err:
+        raise os_error(folder, err, doing="create --checkpoint-dir") from None
+    if not os.access(folder, os.W_OK | os.X_OK):  # fail now, not after the first epoch
+        raise OutputError(
+            f"--checkpoint-dir {folder} is not writable (read-only file system or permissions)",
+            hint="give a folder this user can write, or leave out --checkpoint-dir",
+        )

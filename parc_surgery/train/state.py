@@ -16,6 +16,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from parc_surgery.errors import CheckpointError, UsageError
+from parc_surgery.files import os_error
 
 __all__ = [
     "STATE_FORMAT",
@@ -63,9 +64,46 @@ def write_state(directory: Path, state: dict[str, Any]) -> Path:
     from parc_surgery.checkpoint import atomic_write
 
     target = Path(directory) / STATE_NAME
-    with atomic_write(target, force=True) as tmp:
-        torch.save({"format": STATE_FORMAT, **state}, tmp)
+    _unlink_planted_link(target)
+    with atomic_write(target, force=True) as tmp, open(tmp, "wb") as handle:
+        sink = _Sink(handle)
+        try:
+            torch.save({"format": STATE_FORMAT, **state}, sink)
+        except RuntimeError:
+            # torch's zip writer turns a failed write (full disk, file too large) into a
+            # RuntimeError about positions; the OSError it swallowed is the real reason
+            if sink.error is None:
+                raise
+            raise sink.error from None
     return target
+
+
+class _Sink:
+    """A file torch.save writes into that remembers the OSError of a failed write."""
+
+    def __init__(self, handle) -> None:
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _unlink_planted_link(target: Path) -> None:
+    """A link at DIR/state.pt (dangling or not) is removed, never followed: the state is a
+    regular file inside the folder, whatever the link points at."""
+    if target.is_symlink():
+        try:
+            target.unlink()
+        except OSError as err:
+            raise os_error(target, err, doing="replace the link") from None
 
 
 def read_state(directory: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
