@@ -220,9 +220,9 @@ def fuse(
             target = by_input.get(id(y), [])
             if len(after) == 1 and len(target) == 1 and after[0] is target[0]:
                 conv = target[0]
-                if isinstance(conv, ParC) or _is_pointwise(conv):
-                    if _fold_before(conv, *_bn_affine(bn)):
-                        done.append((names[bn], nn.Identity()))
+                foldable = isinstance(conv, ParC) or _is_pointwise(conv)
+                if foldable and _fold_before(conv, *_bn_affine(bn)):
+                    done.append((names[bn], nn.Identity()))
     del keep
     for name, replacement in done:
         parent, attr = _parent(model, name)

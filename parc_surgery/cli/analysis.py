@@ -304,6 +304,14 @@ def bench_command(
             "in inference); needs a C++ compiler, the warm-up includes compiling.",
         ),
     ] = False,
+    fuse: Annotated[
+        bool,
+        typer.Option(
+            "--fuse/--no-fuse",
+            help="Run the inference form (parc_surgery.fuse: BatchNorms folded into "
+            "adjacent convs and ParCs). Default: fused.",
+        ),
+    ] = True,
     device: DeviceOpt = "cpu",
     clock: Annotated[
         str,
@@ -362,7 +370,9 @@ def bench_command(
     if onnx:
         from parc_surgery.analysis.bench_onnx import bench_onnx_pair
 
-        figures = bench_onnx_pair(pair.original, pair.converted, pair.input_size, **common)
+        figures = bench_onnx_pair(
+            pair.original, pair.converted, pair.input_size, fuse=fuse, **common
+        )
     else:
         if train:
             from parc_surgery.analysis.bench_train import bench_train_pair as run
@@ -375,6 +385,7 @@ def bench_command(
             batch=batch,
             device=parsed_device,
             compile=compile_models,
+            **({} if train else {"fuse": fuse}),
             **common,
         )
     result = {"model": model, "stages": pair.stages_label, "swaps": len(pair.plan.swaps), **figures}
@@ -388,6 +399,14 @@ def export_command(
     out: Annotated[str, typer.Option("--out", "-o", help="ONNX file to write.")],
     input_size: CheckpointSizeOpt = None,
     impl: ExportImplOpt = ExportImpl.auto,
+    fuse: Annotated[
+        bool,
+        typer.Option(
+            "--fuse/--no-fuse",
+            help="Export the inference form (parc_surgery.fuse: BatchNorms folded into "
+            "adjacent convs and ParCs). Default: fused.",
+        ),
+    ] = True,
     force: ForceOpt = False,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
@@ -416,7 +435,7 @@ def export_command(
         on_step("load")
         model = load(checkpoint)
         on_step("export")
-        result = export_onnx(model, out, input_size=size, force=force, impl=impl)
+        result = export_onnx(model, out, input_size=size, force=force, impl=impl, fuse=fuse)
     if fmt == "json":
         _emit(ui, fmt, result, None)
         return
