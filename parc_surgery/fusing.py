@@ -18,6 +18,8 @@ for that.
 
 from __future__ import annotations
 
+import types
+
 import torch
 import torch.nn as nn
 
@@ -239,18 +241,17 @@ def _is_inside(conv: nn.Module, bn: nn.Module) -> bool:
     return any(m is bn for m in conv.modules())
 
 
+def _fused_train(self: nn.Module, mode: bool = True) -> nn.Module:
+    if mode:
+        raise UsageError(
+            "this model was fused for inference (BatchNorms folded into convs) and cannot train",
+            hint="load or build the model again without fuse to train it",
+        )
+    return type(self).train(self, False)
+
+
 def _mark_fused(model: nn.Module, folded: int) -> None:
     setattr(model, _FUSED, True)
     model.fused_batchnorms = folded
-    original_train = model.train
-
-    def train(mode: bool = True):
-        if mode:
-            raise UsageError(
-                "this model was fused for inference (BatchNorms folded into convs) and "
-                "cannot train",
-                hint="load or build the model again without fuse to train it",
-            )
-        return original_train(False)
-
-    model.train = train  # instance attribute: eval() still works
+    # A bound method on the instance (deepcopy rebinds it to the copy); eval() still works.
+    model.train = types.MethodType(_fused_train, model)

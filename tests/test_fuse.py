@@ -95,3 +95,14 @@ def test_bn_whose_conv_output_is_also_read_elsewhere_is_not_folded():
     fused = ps.fuse(model, example=x)
     assert isinstance(fused.bn, nn.BatchNorm2d)
     assert torch.allclose(fused(x), want, atol=1e-12)
+
+
+def test_a_copy_of_a_fused_model_stays_inference_only():
+    import copy
+
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10).eval()
+    clone = copy.deepcopy(ps.fuse(model, input_size=(32, 32)))
+    assert ps.fusing.is_fused(clone)
+    with pytest.raises(UsageError, match="cannot train"):
+        clone.train()
+    assert not clone.eval().training
