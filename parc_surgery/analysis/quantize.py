@@ -23,7 +23,7 @@ from parc_surgery.checkpoint import atomic_write, check_output
 from parc_surgery.errors import ExportError
 from parc_surgery.extras import require_extra
 
-__all__ = ["quantize_export", "onnx_top1"]
+__all__ = ["onnx_top1", "quantize_export", "quantize_qdq"]
 
 CALIBRATION_IMAGES = 256
 
@@ -59,6 +59,38 @@ def onnx_top1(path: str | Path, samples: list[tuple[np.ndarray, int]], threads=N
     return 100.0 * right / max(len(samples), 1)
 
 
+def quantize_qdq(fp32: str | Path, out: str | Path, inputs: list, input_name: str) -> None:
+    """Static QDQ INT8 of the ONNX file `fp32` into `out`, calibrated on `inputs` (arrays).
+
+    Per-channel int8 weights, uint8 activations (MinMax calibration): onnxruntime's CPU
+    recipe.
+    """
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.items = iter(inputs)
+
+        def get_next(self):
+            item = next(self.items, None)
+            return None if item is None else {input_name: item}
+
+    quantize_static(
+        str(fp32),
+        str(out),
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+
+
 def quantize_export(
     model: nn.Module,
     path: str | os.PathLike,
@@ -74,13 +106,6 @@ def quantize_export(
 ) -> dict:
     """Export `model` as an INT8 QDQ ONNX file at `path`; a dict of results (see module)."""
     require_extra("onnx", "onnx", "onnxruntime")
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
     from parc_surgery.analysis.export import export_onnx
     from parc_surgery.train.data import DataConfig, head_classes, transform_for
 
@@ -100,14 +125,6 @@ def quantize_export(
         val_images = _split(config, val_split, classes).set_transform(transform)
         val = _arrays(val_images, None)
 
-    class Reader(CalibrationDataReader):
-        def __init__(self, name: str):
-            self.name, self.items = name, iter(calib)
-
-        def get_next(self):
-            item = next(self.items, None)
-            return None if item is None else {self.name: item[0]}
-
     with tempfile.TemporaryDirectory(prefix="parc-int8-") as folder:
         fp32 = Path(folder, "fp32.onnx")
         exported = export_onnx(model, fp32, input_size=input_size, impl=impl, fuse=fuse)
@@ -116,15 +133,7 @@ def quantize_export(
         input_name = ort_session(fp32).get_inputs()[0].name
         with atomic_write(target, force=force) as tmp:
             try:
-                quantize_static(
-                    str(fp32),
-                    str(tmp),
-                    Reader(input_name),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=True,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                )
+                quantize_qdq(fp32, tmp, [x for x, _ in calib], input_name)
             except Exception as err:  # onnxruntime raises plain exceptions
                 detail = str(err).splitlines()[0] if str(err) else type(err).__name__
                 raise ExportError(
