@@ -106,3 +106,23 @@ def test_a_copy_of_a_fused_model_stays_inference_only():
     with pytest.raises(UsageError, match="cannot train"):
         clone.train()
     assert not clone.eval().training
+
+
+def test_load_with_fuse_returns_the_fused_form_of_the_checkpoint(tmp_path):
+    path = tmp_path / "r18.safetensors"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        ps.convert(
+            "resnet18", model_args={"num_classes": 10}, input_size=(32, 32), output=str(path)
+        )
+    plain = ps.load(path).eval()
+    _randomise_bn(plain)  # the same statistics in both: load, randomise, then fuse a copy
+    import copy
+
+    fused = ps.fuse(copy.deepcopy(plain), input_size=(32, 32))
+    loaded = ps.load(path, fuse=True)
+    assert ps.fusing.is_fused(loaded) and not loaded.training
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(fused(x), plain(x), atol=1e-4, rtol=1e-4)
+        assert torch.allclose(loaded(x), ps.load(path).eval()(x), atol=1e-4, rtol=1e-4)
