@@ -133,17 +133,23 @@ def int8_rows(args) -> list[str]:
         pair = convert_pair(name, model_args=model_args, input_size=INPUT_SIZE, rules=rules)
         gen = torch.Generator().manual_seed(0)
         calib = [torch.randn(1, 3, *INPUT_SIZE, generator=gen).numpy() for _ in range(16)]
-        with tempfile.TemporaryDirectory(prefix="parc-int8-") as folder:
-            fp32, int8 = Path(folder, "fp32.onnx"), Path(folder, "int8.onnx")
-            export_onnx(pair.converted, fp32, input_size=INPUT_SIZE, fuse=not args.no_fuse)
-            quantize_qdq(fp32, int8, calib, "input")
-            sessions = {
-                "fp32": ort_session(fp32, args.threads),
-                "int8": ort_session(int8, args.threads),
-            }
-            times = time_sessions(
-                sessions, calib[0], runs=args.runs, warmup=args.warmup, clock=args.clock
-            )
+        try:
+            with tempfile.TemporaryDirectory(prefix="parc-int8-") as folder:
+                fp32, int8 = Path(folder, "fp32.onnx"), Path(folder, "int8.onnx")
+                export_onnx(pair.converted, fp32, input_size=INPUT_SIZE, fuse=not args.no_fuse)
+                quantize_qdq(fp32, int8, calib, "input")
+                sessions = {
+                    "fp32": ort_session(fp32, args.threads),
+                    "int8": ort_session(int8, args.threads),
+                }
+                times = time_sessions(
+                    sessions, calib[0], runs=args.runs, warmup=args.warmup, clock=args.clock
+                )
+        except Exception as err:  # one model failing must not lose the other rows
+            detail = f"{type(err).__name__}: {str(err).splitlines()[0][:100]}"
+            out.append(f"| {label} | | | failed: {detail} | | no |")
+            print(out[-1], flush=True)
+            continue
         f, q = latency_stats(times["fp32"]), latency_stats(times["int8"])
         speed, speed_min = f["median"] / q["median"], f["min"] / q["min"]
         out.append(
