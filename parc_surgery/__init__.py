@@ -26,6 +26,7 @@ __all__ = [
     "convert",
     "create_model",
     "evaluate_source",
+    "fuse",
     "export_official",
     "finetune",
     "import_official",
@@ -52,6 +53,7 @@ _EXPORTS = {
     "parcify_": "parc_surgery.pipeline",
     "plan_conversion": "parc_surgery.pipeline",
     "load": "parc_surgery.checkpoint",
+    "fuse": "parc_surgery.fusing",
     "save": "parc_surgery.checkpoint",
 }
 

@@ -221,6 +221,7 @@ def load(
     out_indices: tuple[int, ...] | None = None,
     map_location: str = "cpu",
     compile: bool = False,
+    fuse: bool = False,
 ) -> nn.Module:
     """Rebuild a converted model from a parc-surgery checkpoint, checked step by step.
 
@@ -230,7 +231,9 @@ def load(
     `features_only`, returns a feature extractor (`parc_surgery.backbone.features_only`)
     giving the maps at `out_indices`, with `feature_info`. `compile=True` returns the
     model wrapped by `parc_surgery.ops.compile_model` (torch.compile, inductor, weights
-    frozen in inference; compiles on the first call).
+    frozen in inference; compiles on the first call). `fuse=True` returns the model in
+    eval mode and in its inference form (`parc_surgery.fuse`: BatchNorms folded; no
+    training), traced at the recipe's input size.
     """
     header = read_header(path)
     _, plan = _recipe_of(header)
@@ -246,6 +249,11 @@ def load(
 
         leaf = plan.rules.get("leaf", []) if isinstance(plan.rules, dict) else []
         return backbone(model, out_indices, input_size=plan.input_size, leaf_classes=leaf)
+    if fuse:
+        from parc_surgery.fusing import fuse as fuse_model
+
+        size = tuple(plan.input_size) if plan.input_size else None
+        model = fuse_model(model.eval(), input_size=size)
     if compile:
         from parc_surgery.ops import compile_model
 

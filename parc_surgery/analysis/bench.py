@@ -184,8 +184,13 @@ def bench_pair(
     device: torch.device | str = "cpu",
     compile: bool = False,
     clock: str = "wall",
+    fuse: bool = False,
 ) -> dict:
     """Params, MACs and latency of both models and converted / original ratios.
+
+    With `fuse` both models are timed in their inference form (`parc_surgery.fuse`,
+    in place: BatchNorms folded into adjacent convs / ParCs); params and MACs are
+    counted before fusing, as `--dry-run` counts them.
 
     `impl` forces one ParC backend in the converted model ("auto" lets each ParC choose).
     The models are moved to `device` (and stay there). With `compile` both run as
@@ -207,6 +212,10 @@ def bench_pair(
             name: {"params": count_params(m), "macs": model_macs(m, input_size)}
             for name, m in models.items()
         }
+        if fuse:
+            from parc_surgery.fusing import fuse as fuse_model
+
+            models = {name: fuse_model(m.eval(), input_size) for name, m in models.items()}
         timed = models
         if compile:
             timed = {name: compile_model(m.eval()) for name, m in models.items()}
@@ -225,6 +234,7 @@ def bench_pair(
         "impl": impl,
         "device": str(device),
         "compiled": bool(compile),
+        "fused": bool(fuse),
         "clock": clock,
         "runs": runs,
         "warmup": warmup,

@@ -68,8 +68,12 @@ def bench_onnx_pair(
     warmup: int = 3,
     seed: int = 0,
     clock: str = "wall",
+    fuse: bool = False,
 ) -> dict:
-    """Params, MACs and onnxruntime latency of both exports; converted / original ratios."""
+    """Params, MACs and onnxruntime latency of both exports; converted / original ratios.
+
+    `fuse` exports both in their inference form (`export_onnx(..., fuse=True)`).
+    """
     from parc_surgery.analysis.export import export_onnx
 
     input_size = (int(input_size[0]), int(input_size[1]))
@@ -81,9 +85,15 @@ def bench_onnx_pair(
     }
     with tempfile.TemporaryDirectory(prefix="parc-bench-") as folder:
         exports = {
-            "original": export_onnx(original, Path(folder, "original.onnx"), input_size=input_size),
+            "original": export_onnx(
+                original, Path(folder, "original.onnx"), input_size=input_size, fuse=fuse
+            ),
             "converted": export_onnx(
-                converted, Path(folder, "converted.onnx"), input_size=input_size, impl=impl
+                converted,
+                Path(folder, "converted.onnx"),
+                input_size=input_size,
+                impl=impl,
+                fuse=fuse,
             ),
         }
         sessions = {name: ort_session(e["path"], threads) for name, e in exports.items()}
@@ -104,6 +114,7 @@ def bench_onnx_pair(
         "impls": exports["converted"]["impls"],
         "device": "cpu",
         "compiled": False,
+        "fused": bool(fuse),
         "clock": clock,
         "runtime": f"onnxruntime {onnxruntime.__version__}",
         "runs": runs,

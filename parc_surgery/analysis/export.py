@@ -197,6 +197,7 @@ def export_onnx(
     opset: int = EXPORT_OPSET,
     atol: float = 1e-4,
     seed: int = 0,
+    fuse: bool = False,
 ) -> dict:
     """Export `model` to ONNX at `input_size`, check it with onnxruntime; a dict of results.
 
@@ -205,7 +206,8 @@ def export_onnx(
     file is written atomically and only when the check passes; an existing file is
     kept unless `force`. Raises ExportError when export fails, the graph holds a DFT op,
     or onnxruntime's output differs from PyTorch's by more than `atol` (relative to the
-    output's magnitude when that exceeds 1).
+    output's magnitude when that exceeds 1). `fuse` exports the inference form
+    (`parc_surgery.fuse` of a copy: BatchNorms folded into adjacent convs and ParCs).
     """
     require_extra("onnx", "onnx", "onnxruntime")
     import onnx
@@ -221,6 +223,10 @@ def export_onnx(
     target = check_output(path, force=force)  # fail before the slow part, not after
     with eval_mode(model):
         baked = baked_for_size(model, input_size)
+        if fuse:
+            from parc_surgery.fusing import fuse as fuse_model
+
+            baked = fuse_model(baked, input_size)
         if impl == "auto":
             chosen = choose_export_impls(baked, input_size)
             for module, name in chosen.items():
@@ -268,6 +274,7 @@ def export_onnx(
         "path": str(target),
         "opset": opset,
         "impl": impl,
+        "fused": bool(fuse),
         "impls": dict(sorted(Counter(chosen.values()).items())),
         "input_size": list(input_size),
         "dynamic_axes": {"input": [0], "output": [0]},

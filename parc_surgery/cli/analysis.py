@@ -304,6 +304,14 @@ def bench_command(
             "in inference); needs a C++ compiler, the warm-up includes compiling.",
         ),
     ] = False,
+    fuse: Annotated[
+        bool,
+        typer.Option(
+            "--fuse/--no-fuse",
+            help="Run the inference form (parc_surgery.fuse: BatchNorms folded into "
+            "adjacent convs and ParCs). Default: fused.",
+        ),
+    ] = True,
     device: DeviceOpt = "cpu",
     clock: Annotated[
         str,
@@ -362,7 +370,9 @@ def bench_command(
     if onnx:
         from parc_surgery.analysis.bench_onnx import bench_onnx_pair
 
-        figures = bench_onnx_pair(pair.original, pair.converted, pair.input_size, **common)
+        figures = bench_onnx_pair(
+            pair.original, pair.converted, pair.input_size, fuse=fuse, **common
+        )
     else:
         if train:
             from parc_surgery.analysis.bench_train import bench_train_pair as run
@@ -375,6 +385,7 @@ def bench_command(
             batch=batch,
             device=parsed_device,
             compile=compile_models,
+            **({} if train else {"fuse": fuse}),
             **common,
         )
     result = {"model": model, "stages": pair.stages_label, "swaps": len(pair.plan.swaps), **figures}
@@ -388,6 +399,34 @@ def export_command(
     out: Annotated[str, typer.Option("--out", "-o", help="ONNX file to write.")],
     input_size: CheckpointSizeOpt = None,
     impl: ExportImplOpt = ExportImpl.auto,
+    fuse: Annotated[
+        bool,
+        typer.Option(
+            "--fuse/--no-fuse",
+            help="Export the inference form (parc_surgery.fuse: BatchNorms folded into "
+            "adjacent convs and ParCs). Default: fused.",
+        ),
+    ] = True,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            "--quantize",
+            help="int8: write an INT8 model (onnxruntime static quantization, QDQ) "
+            "calibrated on --calibration-data.",
+        ),
+    ] = None,
+    calibration_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--calibration-data",
+            help="Image folder (train/ and/or val/, class folders inside) for --quantize: "
+            "calibrates on train/ (else val/), reports FP32 and INT8 top-1 on val/.",
+        ),
+    ] = None,
+    calibration_images: Annotated[
+        int,
+        typer.Option("--calibration-images", help="Images --quantize calibrates on (at most)."),
+    ] = 256,
     force: ForceOpt = False,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
@@ -408,6 +447,15 @@ def export_command(
     require_extra("onnx", "onnx", "onnxruntime")
     fmt = DataFormat(fmt).value
     impl = ExportImpl(impl).value
+    if quantize is not None and quantize != "int8":
+        raise UsageError(f"--quantize {quantize!r} is not supported", hint="use --quantize int8")
+    if quantize and calibration_data is None:
+        raise UsageError(
+            "--quantize int8 needs --calibration-data DIR",
+            hint="point it at an image folder with train/ and/or val/ class folders",
+        )
+    if calibration_data is not None and not quantize:
+        raise UsageError("--calibration-data is only used with --quantize int8")
     ui = Output(quiet=quiet, fmt=fmt)
     check_output(out, force=force, inputs=[checkpoint])  # fail before the slow part
     recipe = read_recipe(checkpoint)
@@ -416,9 +464,34 @@ def export_command(
         on_step("load")
         model = load(checkpoint)
         on_step("export")
-        result = export_onnx(model, out, input_size=size, force=force, impl=impl)
+        if quantize:
+            from parc_surgery.analysis.quantize import quantize_export
+
+            result = quantize_export(
+                model,
+                out,
+                input_size=size,
+                data=calibration_data,
+                calibration=calibration_images,
+                impl=impl,
+                fuse=fuse,
+                force=force,
+            )
+        else:
+            result = export_onnx(model, out, input_size=size, force=force, impl=impl, fuse=fuse)
     if fmt == "json":
         _emit(ui, fmt, result, None)
+        return
+    if quantize:
+        ui.info(
+            f"wrote {result['path']} (INT8 QDQ, {result['bytes']} bytes; FP32 "
+            f"{result['fp32_bytes']}), calibrated on {result['calibration_images']} images"
+        )
+        if "int8_top1" in result:
+            ui.info(
+                f"top-1 on {result['val_images']} val images: FP32 "
+                f"{result['fp32_top1']:.2f}%, INT8 {result['int8_top1']:.2f}%"
+            )
         return
     for line in export_lines(result):
         ui.info(line)

@@ -49,10 +49,19 @@ def test_a_heading_that_prefixes_another_is_not_confused_with_it(tmp_path):
 def test_the_published_models_and_the_early_stage_rows_are_benchmarked():
     tables = _script("doc_tables")
     labels = [row[0] for row in tables.MODELS]
-    assert labels == ["ResNet50", "MobileNetV2", "ConvNeXt-XT", "MobileViT-S", "ParC-Net-S"]
+    names = [row[1] for row in tables.MODELS]
+    assert labels[:2] == ["ResNet50", "MobileNetV2"] and "ParC-Net-S" in labels
+    # Every model of the deployment target table, MobileViT-S under both rule sets.
+    for name in (
+        "resnet50", "mobilenetv2_100", "convnext_tiny", "vit_small_patch16_224",
+        "deit_small_patch16_224", "swin_tiny_patch4_window7_224", "efficientformer_l1",
+        "mobilevitv2_050",
+    ):  # fmt: skip
+        assert name in names
+    assert {row[3] for row in tables.MODELS if row[1] == "mobilevit_s"} == {None, "parcnet-s"}
     assert all(row[4] == "1,2,3,4" for row in tables.EARLY_MODELS)
-    # The targets: the MAC ratios, and 0.80 / 0.90 for the MobileViT rows.
-    assert [row[5] for row in tables.MODELS] == [0.964, 1.004, 0.996, 0.80, 0.90]
+    # The target: the MAC ratio measured in the run, x 1.05.
+    assert all(row[5] is None for row in tables.MODELS) and tables.TARGET_SLACK == 1.05
 
 
 @pytest.mark.parametrize("name", ["bench_ops", "bench_models", "bench_train", "bench_onnx"])

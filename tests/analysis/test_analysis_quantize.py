@@ -1,0 +1,126 @@
+"""`export --quantize int8`: a QDQ INT8 file that onnxruntime runs, with its accuracy check."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import parc_surgery as ps
+import parc_surgery.cli.analysis  # noqa: F401  (registers export on `app`)
+from parc_surgery.cli import app
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZE = 32
+
+
+def run(*args: str):
+    return CliRunner().invoke(app, list(args))
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    spec = importlib.util.spec_from_file_location(
+        "make_digits", ROOT / "examples" / "make_digits.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path_factory.mktemp("digits") / "digits"
+    module.write_digits(path, size=SIZE, per_class=5)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """mobilenetv2_050 (BatchNorms, 10 classes) converted at 32x32, saved."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        path = tmp_path_factory.mktemp("q") / "mnv2-parc.safetensors"
+        ps.convert(
+            "mobilenetv2_050",
+            model_args={"num_classes": 10},
+            input_size=(SIZE, SIZE),
+            output=str(path),
+        )
+    return path
+
+
+def test_int8_export_writes_a_qdq_model_that_runs_and_reports_top1(tmp_path, checkpoint, digits):
+    import numpy as np
+    import onnx
+    import onnxruntime
+
+    from parc_surgery.analysis.export import onnx_op_types
+
+    target = tmp_path / "int8.onnx"
+    result = run(
+        "export",
+        str(checkpoint),
+        "--out",
+        str(target),
+        "--quantize",
+        "int8",
+        "--calibration-data",
+        str(digits),
+        "--calibration-images",
+        "16",
+        "--format",
+        "json",
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["path"] == str(target) and data["quantize"] == "int8"
+    assert data["calibration_images"] == 16 and data["calibration_split"] == "train"
+    assert data["val_images"] > 0
+    assert 0.0 <= data["fp32_top1"] <= 100.0 and 0.0 <= data["int8_top1"] <= 100.0
+    ops = onnx_op_types(onnx.load(str(target)))
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert data["bytes"] < data["fp32_bytes"]  # int8 weights
+    session = onnxruntime.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: np.zeros((2, 3, SIZE, SIZE), "f")})
+    assert out.shape == (2, 10)
+    assert [p.name for p in tmp_path.iterdir()] == ["int8.onnx"]
+
+
+def test_int8_export_table_prints_fp32_and_int8_top1(tmp_path, checkpoint, digits):
+    target = tmp_path / "int8.onnx"
+    args = ["--quantize", "int8", "--calibration-data", str(digits), "--calibration-images", "8"]
+    result = run("export", str(checkpoint), "--out", str(target), *args)
+    assert result.exit_code == 0, result.output
+    assert "INT8" in result.stderr and "FP32" in result.stderr and "top-1" in result.stderr
+
+
+def test_quantize_without_calibration_data_is_a_usage_error(tmp_path, checkpoint):
+    target = tmp_path / "int8.onnx"
+    result = run("export", str(checkpoint), "--out", str(target), "--quantize", "int8")
+    assert result.exit_code == 2, result.output
+    assert "--calibration-data" in result.stderr and "Traceback" not in result.output
+    assert not target.exists()
+
+
+def test_missing_calibration_folder_is_a_data_error(tmp_path, checkpoint):
+    target = tmp_path / "int8.onnx"
+    missing = tmp_path / "nowhere"
+    result = run(
+        "export", str(checkpoint), "--out", str(target), "--quantize", "int8",
+        "--calibration-data", str(missing),
+    )  # fmt: skip
+    assert result.exit_code == 10, result.output
+    assert "does not exist" in result.stderr and "Traceback" not in result.output
+    assert not target.exists()
+
+
+def test_quantize_without_onnxruntime_names_the_onnx_extra(monkeypatch, tmp_path, checkpoint):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    result = run(
+        "export", str(checkpoint), "--out", str(tmp_path / "q.onnx"), "--quantize", "int8",
+        "--calibration-data", str(tmp_path),
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'parc-surgery[onnx]'" in lines[0]
