@@ -18,6 +18,7 @@ from parc_surgery.cli.common import (
     conversion_kwargs,
     handle_errors,
     parse_size,
+    set_threads,
 )
 from parc_surgery.cli.options import (
     CheckpointArg,
@@ -40,6 +41,7 @@ from parc_surgery.cli.options import (
     RulesOpt,
     SeedOpt,
     StagesOpt,
+    ThreadsOpt,
     WeightsOpt,
 )
 from parc_surgery.errors import UsageError
@@ -99,10 +101,16 @@ def erf_command(
     model_arg: ModelArgsOpt = None,
     out: Annotated[
         str | None,
-        typer.Option("--out", "-o", help="PNG to write. Default: <model>-erf.png."),
+        typer.Option(
+            "--output",
+            "-o",
+            "--out",
+            help="PNG to write (--out: old spelling). Default: <model>-erf.png.",
+        ),
     ] = None,
     force: ForceOpt = False,
     seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
@@ -136,6 +144,7 @@ def erf_command(
 
     require_extra("analysis", "matplotlib")  # before the slow part
     fmt = DataFormat(fmt).value
+    set_threads(threads)
     if images is not None and random is not None:
         raise UsageError("give --images or --random, not both")
     if images is not None and not images.is_dir():
@@ -271,11 +280,15 @@ def bench_command(
     model_arg: ModelArgsOpt = None,
     batch: Annotated[
         int | None,
-        typer.Option("--batch", help="Batch size of the timed runs. Default: 1 (32 with --train)."),
+        typer.Option(
+            "--batch-size",
+            "-b",
+            "--batch",
+            help="Batch size of the timed runs (--batch: old spelling). "
+            "Default: 1 (32 with --train).",
+        ),
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="torch intra-op threads. Default: torch's.")
-    ] = None,
+    threads: ThreadsOpt = None,
     impl: ImplOpt = Impl.auto,
     runs: Annotated[
         int | None,
@@ -338,7 +351,7 @@ def bench_command(
     if onnx and batch != 1:
         raise UsageError("--onnx times batch 1 only (the export's batch axis is dynamic)")
     for name, value, least in (
-        ("--batch", batch, 1),
+        ("--batch-size", batch, 1),
         ("--runs", runs, 1),
         ("--warmup", warmup, 0),
         ("--threads", 1 if threads is None else threads, 1),
@@ -385,10 +398,14 @@ def bench_command(
 @handle_errors
 def export_command(
     checkpoint: CheckpointArg,
-    out: Annotated[str, typer.Option("--out", "-o", help="ONNX file to write.")],
+    out: Annotated[
+        str,
+        typer.Option("--output", "-o", "--out", help="ONNX file to write (--out: old spelling)."),
+    ],
     input_size: CheckpointSizeOpt = None,
     impl: ExportImplOpt = ExportImpl.auto,
     force: ForceOpt = False,
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
@@ -407,6 +424,7 @@ def export_command(
 
     require_extra("onnx", "onnx", "onnxruntime")
     fmt = DataFormat(fmt).value
+    set_threads(threads)
     impl = ExportImpl(impl).value
     ui = Output(quiet=quiet, fmt=fmt)
     check_output(out, force=force, inputs=[checkpoint])  # fail before the slow part

@@ -21,6 +21,7 @@ __all__ = [
     "parse_model_args",
     "parse_size",
     "parse_stages",
+    "set_threads",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,6 +30,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
     f"  {code}  {text}" for code, text in EXIT_CODES.items()
 )
+
+
+def set_threads(threads: int | None) -> None:
+    """--threads: torch's intra-op thread count for the rest of the command (None: as is)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 class Output:

@@ -20,6 +20,7 @@ from parc_surgery.cli.common import (
     handle_errors,
     parse_model_args,
     parse_size,
+    set_threads,
 )
 from parc_surgery.cli.options import (
     BatchSizeOpt,
@@ -33,6 +34,7 @@ from parc_surgery.cli.options import (
     ModelArgsOpt,
     QuietOpt,
     SeedOpt,
+    ThreadsOpt,
     WeightsOpt,
     WorkersOpt,
 )
@@ -182,6 +184,7 @@ def eval_command(
         typer.Option("--limit", help="Evaluate N images, spread evenly over the split."),
     ] = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
@@ -197,6 +200,7 @@ def eval_command(
     from parc_surgery.train.render import eval_table
 
     fmt = DataFormat(fmt).value
+    set_threads(threads)
     config = _data_config(data, dataset, input_size, batch_size, workers, val_split=split)
     with _distributed(device) as info:
         ui = Output(quiet=quiet or not info.is_main, fmt=fmt)
@@ -248,8 +252,19 @@ def finetune_command(
     epochs: Annotated[int, typer.Option("--epochs", help="Phase 2 (whole model) epochs.")] = 10,
     warmup_epochs: Annotated[
         int,
-        typer.Option("--warmup-epochs", help="Phase 1 (block-wise warm start) epochs; 0 skips it."),
+        typer.Option(
+            "--warm-start-epochs", help="Phase 1 (block-wise warm start) epochs; 0 skips it."
+        ),
     ] = 1,
+    old_warmup_epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--warmup-epochs",
+            hidden=True,
+            help="Deprecated spelling of --warm-start-epochs (timm's --warmup-epochs is the "
+            "learning-rate warm-up: --lr-warmup-epochs here).",
+        ),
+    ] = None,
     lr: Annotated[float, typer.Option("--lr", help="Phase 2 peak learning rate (AdamW).")] = 5e-4,
     block_lr: Annotated[
         float, typer.Option("--block-lr", help="Phase 1 learning rate (AdamW).")
@@ -316,12 +331,13 @@ def finetune_command(
         typer.Option("--sync-bn", help="SyncBatchNorm across torchrun ranks (CUDA only)."),
     ] = False,
     seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
     """Recover a converted checkpoint's accuracy: warm start, then distillation.
 
-    Phase 1 (--warmup-epochs) trains only the swapped blocks, each to reproduce its
+    Phase 1 (--warm-start-epochs) trains only the swapped blocks, each to reproduce its
     original block's output from the original's input (captured from the teacher),
     MSE. Phase 2 (--epochs) trains the whole model on cross-entropy plus KL divergence
     to the teacher's logits: AdamW, cosine schedule, gradient clipping. Each epoch ends
@@ -335,6 +351,13 @@ def finetune_command(
     from parc_surgery.train.render import summary_table
 
     fmt = DataFormat(fmt).value
+    set_threads(threads)
+    if old_warmup_epochs is not None:
+        Output(quiet=quiet).warn(
+            "--warmup-epochs is deprecated: it is the block-wise warm start, now spelled "
+            "--warm-start-epochs (the learning-rate warm-up is --lr-warmup-epochs)"
+        )
+        warmup_epochs = old_warmup_epochs
     data_config = _data_config(
         data,
         dataset,
