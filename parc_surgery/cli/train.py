@@ -21,6 +21,7 @@ from parc_surgery.cli.common import (
     parse_model_args,
     parse_size,
     set_threads,
+    warn_other_size,
 )
 from parc_surgery.cli.options import (
     BatchSizeOpt,
@@ -204,6 +205,7 @@ def eval_command(
     config = _data_config(data, dataset, input_size, batch_size, workers, val_split=split)
     with _distributed(device) as info:
         ui = Output(quiet=quiet or not info.is_main, fmt=fmt)
+        warn_other_size(ui, model, input_size)
         with _progress(ui, info.is_main) as progress, _stop_at_once():
             report = evaluate_source(
                 model,
