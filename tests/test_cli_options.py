@@ -90,3 +90,17 @@ def test_the_old_out_spelling_still_writes_the_file(tmp_path):
     result = runner.invoke(app, ["convert", "resnet18", "--input-size", "64", "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert json.dumps(read_recipe(out)["plan"]["input_size"]) == "[64, 64]"
+
+
+def test_bench_takes_a_checkpoint_as_eval_and_erf_do(tmp_path):
+    checkpoint = _convert(tmp_path, "bench")
+    args = ["bench", str(checkpoint), "--runs", "1", "--warmup", "0", "-b", "1", "-f", "json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"] == str(checkpoint) and data["stages"] == [3, 4]
+    assert data["input_size"] == [64, 64]  # the size the checkpoint was converted at
+    assert data["original"]["params"] > data["converted"]["params"]
+    assert "random init" not in result.stderr  # the weights do not change timings
+    refused = runner.invoke(app, ["bench", str(checkpoint), "--stages", "4"])
+    assert refused.exit_code == 2 and "cannot be used with a checkpoint" in refused.output

@@ -265,7 +265,7 @@ def export_onnx(
                 )
             size_bytes = Path(tmp).stat().st_size
     return {
-        "path": str(target),
+        "output": str(target),
         "opset": opset,
         "impl": impl,
         "impls": dict(sorted(Counter(chosen.values()).items())),

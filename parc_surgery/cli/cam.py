@@ -137,6 +137,6 @@ def cam_command(
             class_index=class_index,
             input_size=size,
         )
-    result["png"] = write_cam_png(result, batch.pixels, maps, target, force=force)
+    result["output"] = write_cam_png(result, batch.pixels, maps, target, force=force)
     _emit(ui, fmt, result, cam_table(result))
-    ui.info(f"wrote {result['png']}")
+    ui.info(f"wrote {result['output']}")

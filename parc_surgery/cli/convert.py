@@ -142,7 +142,7 @@ def convert_command(
     onnx = checked.onnx
     if onnx:
         ui.info(
-            f"exported ONNX to {onnx['path']}: max abs difference to PyTorch "
+            f"exported ONNX to {onnx['output']}: max abs difference to PyTorch "
             f"{onnx['max_abs_diff']:.2e}"
         )
     ui.info(f"wrote {result.output} (sha256 {result.output_sha256[:16]}...)")
