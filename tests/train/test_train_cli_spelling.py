@@ -41,3 +41,39 @@ def test_the_old_warmup_epochs_spelling_still_works_and_says_it_is_deprecated(
     assert result.exit_code == 0, result.output
     assert "--warmup-epochs is deprecated" in result.stderr
     assert "--warm-start-epochs" in result.stderr
+
+
+def test_train_writes_the_weights_convert_reads(tmp_path, digits):
+    weights = tmp_path / "trained.safetensors"
+    args = ["train", "test_convnext", "--data", str(digits), "--model-arg", "num_classes=10"]
+    args += [
+        "--input-size",
+        "32",
+        "--epochs",
+        "1",
+        "--lr-warmup-epochs",
+        "0.5",
+        "-b",
+        "8",
+        "-j",
+        "0",
+    ]
+    args += ["-o", str(weights)]
+    result = runner.invoke(app, [*args, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["output"] == str(weights) and data["best_epoch"] == 1
+    assert 0 <= data["best"]["top1"] <= 100 and len(data["history"]) == 1
+    again = runner.invoke(app, args)
+    assert again.exit_code == 7 and "already exists" in again.output  # nothing overwritten
+    checkpoint = tmp_path / "parc.safetensors"
+    convert = [
+        "convert", "test_convnext", "--model-arg", "num_classes=10", "--input-size", "32",
+        "--weights", str(weights), "-o", str(checkpoint), "-q",
+    ]  # fmt: skip
+    converted = runner.invoke(app, convert)
+    assert converted.exit_code == 0, converted.output
+    from parc_surgery.checkpoint import read_recipe
+    from parc_surgery.weights import file_sha256
+
+    assert read_recipe(checkpoint)["source_weights_sha256"] == file_sha256(weights)
