@@ -104,3 +104,28 @@ def test_bench_takes_a_checkpoint_as_eval_and_erf_do(tmp_path):
     assert "random init" not in result.stderr  # the weights do not change timings
     refused = runner.invoke(app, ["bench", str(checkpoint), "--stages", "4"])
     assert refused.exit_code == 2 and "cannot be used with a checkpoint" in refused.output
+
+
+@pytest.mark.parametrize("model", ["resnet18", "torchvision:resnet18"])
+def test_pretrained_without_network_fails_at_once_with_exit_6(monkeypatch, model):
+    # No retries against an unreachable host: the weights' host is probed once, briefly,
+    # and the model constructor (which would retry for ~45 s) is never reached.
+    import socket
+
+    import timm
+    import torchvision
+
+    def unreachable(address, timeout=None):
+        assert timeout is not None and timeout <= 5
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(timm, "create_model", must_not_run)
+    monkeypatch.setattr(torchvision.models, "get_model", must_not_run)
+    result = runner.invoke(app, ["convert", model, "--pretrained", "--dry-run"])
+    assert result.exit_code == 6, result.output
+    assert "cannot be reached" in result.output and "--weights FILE" in result.output
