@@ -39,29 +39,42 @@ def totals_line(plan: Plan) -> str:
     )
 
 
-def plan_table(plan: Plan) -> Table:
-    """One row per swap; the caption is the totals line."""
+_PLAN_COLUMNS = (
+    ("module", "left"),
+    ("stage", "right"),
+    ("idx", "right"),
+    ("size", "right"),
+    ("replacement", "left"),
+    ("pe", "center"),
+    ("params", "right"),
+    ("MACs", "right"),
+    ("auto", "left"),
+    ("rule", "left"),
+)
+# What an 80-column terminal shows (--format wide: every column).
+_NARROW_COLUMNS = ("module", "size", "replacement", "params", "MACs")
+
+
+def plan_table(plan: Plan, *, wide: bool = True) -> Table:
+    """One row per swap; the caption is the totals line. Not `wide`: the narrow columns,
+    without box lines, so a plan fits an 80-column terminal."""
+    from rich import box
+
     table = Table(
         title=f"{plan.model}: stages {','.join(map(str, plan.stages))}, rules {plan.rules_source}",
         caption=totals_line(plan),
         title_justify="left",
         caption_justify="left",
+        box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD,
+        pad_edge=wide,
+        collapse_padding=not wide,
     )
-    for column, justify in (
-        ("module", "left"),
-        ("stage", "right"),
-        ("idx", "right"),
-        ("size", "right"),
-        ("replacement", "left"),
-        ("pe", "center"),
-        ("params", "right"),
-        ("MACs", "right"),
-        ("auto", "left"),
-        ("rule", "left"),
-    ):
+    keep = [i for i, (name, _) in enumerate(_PLAN_COLUMNS) if wide or name in _NARROW_COLUMNS]
+    for i in keep:
+        column, justify = _PLAN_COLUMNS[i]
         table.add_column(column, justify=justify, no_wrap=column == "module")
     for s in plan.swaps:
-        table.add_row(
+        cells = (
             s.path,
             str(s.stage),
             f"{s.index}/{s.container_len}",
@@ -73,6 +86,7 @@ def plan_table(plan: Plan) -> Table:
             s.impl_auto,
             s.rule,
         )
+        table.add_row(*(cells[i] for i in keep))
     return table
 
 
@@ -98,13 +112,22 @@ def plan_diff(plan: Plan) -> Text:
 
 
 def print_plan(plan: Plan, fmt: str, console: Console) -> None:
-    """Print the plan in `fmt` ("table" | "diff" | "json") to `console`."""
+    """Print the plan in `fmt` ("table" | "wide" | "diff" | "json") to `console`.
+
+    A table on a terminal shows the columns that fit 80 characters; "wide" all of them.
+    """
     if fmt == "json":
         console.file.write(plan.to_json() + "\n")
     elif fmt == "diff":
         console.print(plan_diff(plan), end="", soft_wrap=True, highlight=False)
+    elif not console.is_terminal:
+        # Files and pipes: every column, and no padding at the ends of the lines.
+        with console.capture() as captured:
+            console.print(plan_table(plan))
+        text = "\n".join(line.rstrip() for line in captured.get().splitlines())
+        console.file.write(text + "\n")
     else:
-        console.print(plan_table(plan))
+        console.print(plan_table(plan, wide=fmt == "wide"))
 
 
 def result_dict(conversion: Any) -> dict[str, Any]:

@@ -63,9 +63,11 @@ class DataFormat(str, Enum):
 
 
 class PlanFormat(str, Enum):
-    """How a plan is printed: table, a diff of the swapped modules, or JSON."""
+    """How a plan is printed: table (what fits 80 columns), wide (every column), a diff of
+    the swapped modules, or JSON."""
 
     table = "table"
+    wide = "wide"
     diff = "diff"
     json = "json"
 
