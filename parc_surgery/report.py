@@ -111,10 +111,21 @@ def plan_diff(plan: Plan) -> Text:
     return out
 
 
+def _natural_width(table: Table) -> int:
+    """How wide `table` is when nothing constrains it."""
+    import io
+
+    roomy = Console(file=io.StringIO(), width=10_000, color_system=None)
+    with roomy.capture() as captured:
+        roomy.print(table)
+    return max((len(line.rstrip()) for line in captured.get().splitlines()), default=0)
+
+
 def print_plan(plan: Plan, fmt: str, console: Console) -> None:
     """Print the plan in `fmt` ("table" | "wide" | "diff" | "json") to `console`.
 
-    A table on a terminal shows the columns that fit 80 characters; "wide" all of them.
+    A table on a terminal too narrow for every column shows the columns that fit 80
+    characters; "wide" all of them.
     """
     if fmt == "json":
         console.file.write(plan.to_json() + "\n")
@@ -127,7 +138,10 @@ def print_plan(plan: Plan, fmt: str, console: Console) -> None:
         text = "\n".join(line.rstrip() for line in captured.get().splitlines())
         console.file.write(text + "\n")
     else:
-        console.print(plan_table(plan, wide=fmt == "wide"))
+        table = plan_table(plan)
+        if fmt != "wide" and _natural_width(table) > console.width:
+            table = plan_table(plan, wide=False)  # the columns that fit 80 characters
+        console.print(table)
 
 
 def result_dict(conversion: Any) -> dict[str, Any]:

@@ -20,9 +20,9 @@ def plans():
     ]
 
 
-def _terminal(fmt: str, plan) -> list[str]:
+def _terminal(fmt: str, plan, width: int = 80) -> list[str]:
     buffer = io.StringIO()
-    console = Console(file=buffer, width=80, force_terminal=True, color_system=None)
+    console = Console(file=buffer, width=width, force_terminal=True, color_system=None)
     print_plan(plan, fmt, console)
     return buffer.getvalue().splitlines()
 
@@ -42,6 +42,8 @@ def test_wide_shows_every_column(plans):
         assert column in header
     narrow = next(line for line in _terminal("table", plans[0]) if "module" in line)
     assert "rule" not in narrow
+    roomy = next(line for line in _terminal("table", plans[0], 200) if "module" in line)
+    assert "rule" in roomy  # a terminal wide enough gets every column
 
 
 def test_a_table_written_to_a_file_has_every_column_and_no_trailing_spaces():
