@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             entry["label"] = label
         json_path = args.json or args.out.with_suffix(".json")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        result["png"] = write_cam_png(result, batch.pixels, maps, args.out, force=args.force)
+        result["output"] = write_cam_png(result, batch.pixels, maps, args.out, force=args.force)
         with atomic_write(json_path, force=args.force) as tmp:
             Path(tmp).write_text(json.dumps(json_ready(result), indent=2) + "\n")
     except ParcSurgeryError as err:

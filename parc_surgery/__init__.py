@@ -58,6 +58,11 @@ _EXPORTS = {
 }
 
 
+def __dir__() -> list[str]:
+    """The lazy public names too, so dir(parc_surgery) and completion show them."""
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         import importlib

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,6 +55,8 @@ def create_model(name: str, model_args: dict[str, Any] | None = None, *, pretrai
         close = difflib.get_close_matches(str(name), timm.list_models(), n=5, cutoff=0.6)
         hint = f"did you mean: {', '.join(close)}?" if close else "see timm.list_models()"
         raise UsageError(f"unknown timm model {name!r}", hint=hint)
+    if pretrained:
+        _check_reachable(name, os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     try:
         return timm.create_model(name, pretrained=pretrained, **model_args)
     except ParcSurgeryError:
@@ -85,6 +88,8 @@ def _create_torchvision(name: str, model_args: dict[str, Any] | None, pretrained
         close = difflib.get_close_matches(name, known, n=5, cutoff=0.6)
         hint = f"did you mean: {', '.join(close)}?" if close else "see its list_models()"
         raise UsageError(f"unknown torchvision model {name!r}", hint=hint)
+    if pretrained:
+        _check_reachable(TORCHVISION_PREFIX + name, "https://download.pytorch.org")
     try:
         return torchvision.models.get_model(
             name, weights="DEFAULT" if pretrained else None, **model_args
@@ -95,6 +100,36 @@ def _create_torchvision(name: str, model_args: dict[str, Any] | None, pretrained
         if not pretrained:
             raise
         raise _fetch_error(TORCHVISION_PREFIX + name, err) from None
+
+
+# How long --pretrained waits for the weights' host before failing (instead of the
+# hub client's retries, about 45 s without network).
+REACHABLE_TIMEOUT_S = 3.0
+
+
+def _check_reachable(name: str, url: str) -> None:
+    """WeightsError at once when `url`'s host cannot be reached (no network).
+
+    Skipped under HF_HUB_OFFLINE=1, where the hub client reads its cache only and fails
+    fast by itself when the weights are not there.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    host = parts.hostname or url
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=REACHABLE_TIMEOUT_S).close()
+    except OSError as err:
+        raise WeightsError(
+            f"could not fetch pretrained weights for {name!r}: {host} cannot be reached "
+            f"({type(err).__name__}: {err or 'no detail'})",
+            hint="without network access, download the weights elsewhere and pass --weights "
+            "FILE (or set HF_HUB_OFFLINE=1 to use weights already in the hub cache)",
+        ) from None
 
 
 def _fetch_error(name: str, err: Exception) -> WeightsError:

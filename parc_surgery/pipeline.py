@@ -118,6 +118,7 @@ def plan_conversion(
     weights: str | None = None,
     pretrained: bool = False,
     strict: bool = False,
+    init: str | None = None,
     filter_fn: FilterFn | None = None,
     on_step: StepCallback = _no_step,
 ) -> PlannedConversion:
@@ -125,7 +126,8 @@ def plan_conversion(
 
     `model` is a model object (timm, torchvision or your own nn.Module) or a name
     (timm's, or "torchvision:NAME"; model_args, weights and pretrained apply to names).
-    `filter_fn(module, path) -> bool` narrows what the rules select.
+    `filter_fn(module, path) -> bool` narrows what the rules select. `init` ("paper" or
+    "from_local") sets the new ParC convs' initialisation for every rule, over the file's.
     """
     from parc_surgery.graph import analyze, default_input_size
     from parc_surgery.planning import build_plan
@@ -135,6 +137,8 @@ def plan_conversion(
     on_step("load")
     module, name, source, weights_sha = _model_to_convert(model, model_args, weights, pretrained)
     ruleset = load_rules(rules if rules else default_rules_for(source.model_name, module))
+    if init is not None:
+        ruleset.overrides["init"] = init
     size = tuple(input_size) if input_size else default_input_size(module)
     on_step("trace")
     graph = analyze(module, input_size=size, leaf_classes=tuple(ruleset.leaf))

@@ -39,29 +39,42 @@ def totals_line(plan: Plan) -> str:
     )
 
 
-def plan_table(plan: Plan) -> Table:
-    """One row per swap; the caption is the totals line."""
+_PLAN_COLUMNS = (
+    ("module", "left"),
+    ("stage", "right"),
+    ("idx", "right"),
+    ("size", "right"),
+    ("replacement", "left"),
+    ("pe", "center"),
+    ("params", "right"),
+    ("MACs", "right"),
+    ("auto", "left"),
+    ("rule", "left"),
+)
+# What an 80-column terminal shows (--format wide: every column).
+_NARROW_COLUMNS = ("module", "size", "replacement", "params", "MACs")
+
+
+def plan_table(plan: Plan, *, wide: bool = True) -> Table:
+    """One row per swap; the caption is the totals line. Not `wide`: the narrow columns,
+    without box lines, so a plan fits an 80-column terminal."""
+    from rich import box
+
     table = Table(
         title=f"{plan.model}: stages {','.join(map(str, plan.stages))}, rules {plan.rules_source}",
         caption=totals_line(plan),
         title_justify="left",
         caption_justify="left",
+        box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD,
+        pad_edge=wide,
+        collapse_padding=not wide,
     )
-    for column, justify in (
-        ("module", "left"),
-        ("stage", "right"),
-        ("idx", "right"),
-        ("size", "right"),
-        ("replacement", "left"),
-        ("pe", "center"),
-        ("params", "right"),
-        ("MACs", "right"),
-        ("auto", "left"),
-        ("rule", "left"),
-    ):
+    keep = [i for i, (name, _) in enumerate(_PLAN_COLUMNS) if wide or name in _NARROW_COLUMNS]
+    for i in keep:
+        column, justify = _PLAN_COLUMNS[i]
         table.add_column(column, justify=justify, no_wrap=column == "module")
     for s in plan.swaps:
-        table.add_row(
+        cells = (
             s.path,
             str(s.stage),
             f"{s.index}/{s.container_len}",
@@ -73,6 +86,7 @@ def plan_table(plan: Plan) -> Table:
             s.impl_auto,
             s.rule,
         )
+        table.add_row(*(cells[i] for i in keep))
     return table
 
 
@@ -97,14 +111,37 @@ def plan_diff(plan: Plan) -> Text:
     return out
 
 
+def _natural_width(table: Table) -> int:
+    """How wide `table` is when nothing constrains it."""
+    import io
+
+    roomy = Console(file=io.StringIO(), width=10_000, color_system=None)
+    with roomy.capture() as captured:
+        roomy.print(table)
+    return max((len(line.rstrip()) for line in captured.get().splitlines()), default=0)
+
+
 def print_plan(plan: Plan, fmt: str, console: Console) -> None:
-    """Print the plan in `fmt` ("table" | "diff" | "json") to `console`."""
+    """Print the plan in `fmt` ("table" | "wide" | "diff" | "json") to `console`.
+
+    A table on a terminal too narrow for every column shows the columns that fit 80
+    characters; "wide" all of them.
+    """
     if fmt == "json":
         console.file.write(plan.to_json() + "\n")
     elif fmt == "diff":
         console.print(plan_diff(plan), end="", soft_wrap=True, highlight=False)
+    elif not console.is_terminal:
+        # Files and pipes: every column, and no padding at the ends of the lines.
+        with console.capture() as captured:
+            console.print(plan_table(plan))
+        text = "\n".join(line.rstrip() for line in captured.get().splitlines())
+        console.file.write(text + "\n")
     else:
-        console.print(plan_table(plan))
+        table = plan_table(plan)
+        if fmt != "wide" and _natural_width(table) > console.width:
+            table = plan_table(plan, wide=False)  # the columns that fit 80 characters
+        console.print(table)
 
 
 def result_dict(conversion: Any) -> dict[str, Any]:

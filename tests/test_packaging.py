@@ -28,3 +28,50 @@ def test_shipped_rules_come_from_the_top_level_configs_folder():
     assert {"resnet50", "mobilenetv2", "convnext", "mobilevit", "generic"} <= set(configs)
     for path, description in configs.values():
         assert path.suffix == ".yaml" and description
+
+
+def _project() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_license_is_an_spdx_expression_with_its_file_shipped():
+    # A TOML-table license is deprecated by setuptools (a warning on every build); an SPDX
+    # string needs setuptools >= 77 and excludes "License ::" classifiers.
+    config = _project()
+    project = config["project"]
+    assert project["license"] == "Apache-2.0"
+    assert project["license-files"] == ["LICENSE"]
+    assert "Apache License" in (ROOT / "LICENSE").read_text()
+    assert not [c for c in project["classifiers"] if c.startswith("License ::")]
+    assert "Typing :: Typed" in project["classifiers"]
+    assert any(r.startswith("setuptools>=7") for r in config["build-system"]["requires"])
+    assert project["urls"]
+
+
+def test_the_package_is_marked_typed():
+    assert (ROOT / "parc_surgery" / "py.typed").is_file()
+    package_data = _project()["tool"]["setuptools"]["package-data"]
+    assert "py.typed" in package_data["parc_surgery"]
+
+
+def test_scikit_learn_is_in_the_examples_extra_and_dev():
+    extras = _project()["project"]["optional-dependencies"]
+    assert any(r.startswith("scikit-learn") for r in extras["examples"])
+    assert any(r.startswith("scikit-learn") for r in extras["dev"])
+
+
+def test_changelog_lists_every_released_version():
+    import parc_surgery
+
+    text = (ROOT / "CHANGELOG.md").read_text()
+    for heading in ("## 0.1", "## 0.2", "## Unreleased"):
+        assert heading in text
+    assert f"## {parc_surgery.__version__}" in text
+
+
+def test_dir_lists_the_lazy_public_names():
+    import parc_surgery
+
+    listed = dir(parc_surgery)
+    for name in ("convert", "load", "save", "parcify_", "finetune"):
+        assert name in listed

@@ -96,7 +96,7 @@ def bench_onnx_pair(
                 fuse=fuse,
             ),
         }
-        sessions = {name: ort_session(e["path"], threads) for name, e in exports.items()}
+        sessions = {name: ort_session(e["output"], threads) for name, e in exports.items()}
         chans = input_channels(original)
         x = torch.randn(1, chans, *input_size, generator=torch.Generator().manual_seed(seed))
         times = time_sessions(sessions, x.numpy(), runs=runs, warmup=warmup, clock=clock)

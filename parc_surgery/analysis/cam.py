@@ -312,7 +312,7 @@ def cam_of_pair(
     """compare_cam on image files for a ModelPair: (result, the image batch, the maps).
 
     The images go through the original's timm eval transform at `input_size` (default:
-    the pair's). The result is what `parc-surgery cam --format json` prints, less "png".
+    the pair's). The result is what `parc-surgery cam --format json` prints, less "output".
     """
     from parc_surgery.analysis.images import load_images
     from parc_surgery.models import input_channels
@@ -333,7 +333,7 @@ def cam_of_pair(
     result = {
         "checkpoint": pair.checkpoint,
         "model": pair.plan.model,
-        "stages": pair.stages_label,
+        "stages": list(pair.plan.stages),
         "input_size": list(size),
         "original_weights": pair.original_weights,
         "class": class_index,

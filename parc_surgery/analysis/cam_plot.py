@@ -8,7 +8,14 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CAM_DPI", "cam_figure_pixels", "cam_title", "plot_cam_rows", "write_cam_png"]
+__all__ = [
+    "CAM_DPI",
+    "cam_figure",
+    "cam_figure_pixels",
+    "cam_title",
+    "plot_cam_rows",
+    "write_cam_png",
+]
 
 CAM_DPI = 100
 _COLUMN_INCHES = 3.2
@@ -48,7 +55,7 @@ def cam_title(result: dict) -> str:
     size = result["input_size"]
     return (
         f"{result['method']} of {result['model']} at {result['target_layer']}, ParC in "
-        f"stages {result['stages']} ({size[0]}x{size[1]}); original weights: "
+        f"stages {','.join(map(str, result['stages']))} ({size[0]}x{size[1]}); original weights: "
         f"{result['original_weights']}"
     )
 
@@ -67,10 +74,22 @@ def plot_cam_rows(
     "converted"} (N, H, W); each map is drawn scaled to its own maximum (the Grad-CAM
     convention) over the picture.
     """
+    cam_figure(result, pixels, maps, labels=labels).savefig(path, format="png", dpi=CAM_DPI)
+
+
+def cam_figure(
+    result: dict,
+    pixels: torch.Tensor,
+    maps: dict[str, torch.Tensor],
+    *,
+    labels: tuple[str, str] = ("original", "converted (ParC)"),
+):
+    """The matplotlib Figure plot_cam_rows writes, with one colour bar for every map."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rows = pixels.shape[0]
+    drawn = None
     figure = Figure(figsize=_figure_inches(rows), dpi=CAM_DPI, layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(rows, 3, squeeze=False)
@@ -88,7 +107,8 @@ def plot_cam_rows(
             heat = maps[key][row]
             top = float(heat.max())
             ax.imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=1)
-            ax.imshow(heat.numpy(), cmap="jet", alpha=0.5, vmin=0, vmax=top if top > 0 else 1)
+            scaled = heat.numpy() / (top if top > 0 else 1)
+            drawn = ax.imshow(scaled, cmap="jet", alpha=0.5, vmin=0, vmax=1)
             caption = _caption(entry[key])
             if key == "converted":
                 caption += f", IoU of top-20% with original {_pct(entry['iou_top20'])}"
@@ -97,8 +117,12 @@ def plot_cam_rows(
         for ax in axes[row]:
             ax.set_xticks([])
             ax.set_yticks([])
+    if drawn is not None:
+        bar = figure.colorbar(drawn, ax=axes[:, 1:].ravel().tolist(), shrink=0.8, aspect=30)
+        bar.set_label("map / its maximum (each map scaled to its own peak)", fontsize=8)
+        bar.solids.set_alpha(1)
     figure.suptitle(cam_title(result), fontsize=11)
-    figure.savefig(path, format="png", dpi=CAM_DPI)
+    return figure
 
 
 def write_cam_png(

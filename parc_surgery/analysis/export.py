@@ -271,7 +271,7 @@ def export_onnx(
                 )
             size_bytes = Path(tmp).stat().st_size
     return {
-        "path": str(target),
+        "output": str(target),
         "opset": opset,
         "impl": impl,
         "fused": bool(fuse),

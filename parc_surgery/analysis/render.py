@@ -51,7 +51,7 @@ def erf_table(result: dict) -> Table:
     """One row per model: the share of the input area holding 20/50/90% of the ERF mass."""
     keys = list(result["original"]["area_ratio"])
     table = _table(
-        f"ERF of {result['model']} (stages {result['stages']}), "
+        f"ERF of {result['model']} (stages {','.join(map(str, result['stages']))}), "
         f"{result['input_size'][0]}x{result['input_size'][1]}, "
         f"{result['inputs']['count']} {result['inputs']['kind']} inputs",
         "high-contribution area ratio: the smallest share of the input area that "
@@ -91,7 +91,7 @@ def bench_table(result: dict) -> Table:
         how += " (" + ", ".join(f"{n} {k}" for k, n in result["impls"].items()) + ")"
     where = result.get("device", "cpu") + (", compiled" if result.get("compiled") else "")
     table = _table(
-        f"{result['model']} (stages {result['stages']}): {size[0]}x{size[1]}, "
+        f"{result['model']} (stages {','.join(map(str, result['stages']))}): {size[0]}x{size[1]}, "
         f"batch {result['batch']}, {_plural(result['threads'] or 1, 'thread')}, {where}, "
         f"{how}, {timed}, median of {result['runs']} runs",
         "MACs at batch 1 with ParC counted as its spatial form; timings are "
@@ -133,7 +133,7 @@ def export_lines(result: dict) -> list[str]:
     impls = result.get("impls") or {}
     per_layer = " (" + ", ".join(f"{n} {k}" for k, n in impls.items()) + ")" if impls else ""
     return [
-        f"exported {result['path']} (opset {result['opset']}, ParC as {result['impl']}"
+        f"exported {result['output']} (opset {result['opset']}, ParC as {result['impl']}"
         f"{per_layer}, {result['nodes']} nodes, {human_count(result['bytes'])}B)",
         f"input 'input' (batch, 3, {size[0]}, {size[1]}): the batch is dynamic, the "
         f"resolution is fixed at {size[0]}x{size[1]}",

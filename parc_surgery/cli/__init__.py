@@ -5,6 +5,8 @@ Argument parsing and exit codes only; the work lives in the library modules.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from parc_surgery.cli.common import EXIT_CODE_HELP
@@ -26,7 +28,7 @@ convert_app.command(name="parc-convert", epilog=EXIT_CODE_HELP)(convert_command)
 app = typer.Typer(
     name="parc-surgery",
     help="Model surgery for timm vision models: swap local spatial mixing for ParC.",
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     context_settings=_CONTEXT,
     pretty_exceptions_enable=False,
@@ -34,6 +36,31 @@ app = typer.Typer(
     epilog=EXIT_CODE_HELP,
 )
 app.command(name="convert", epilog=EXIT_CODE_HELP)(convert_command)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from parc_surgery import __version__
+
+        typer.echo(f"parc-surgery {__version__}")
+        raise typer.Exit()
+
+
+VersionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--version",
+        "-V",
+        callback=_print_version,
+        is_eager=True,
+        help="Print the version and exit.",
+    ),
+]
+
+
+@app.callback()
+def _main_options(version: VersionOpt = False) -> None:
+    """Model surgery for timm vision models: swap local spatial mixing for ParC."""
 
 
 # Importing these modules registers their commands on `app` (they import it from here).

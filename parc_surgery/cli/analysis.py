@@ -18,6 +18,7 @@ from parc_surgery.cli.common import (
     conversion_kwargs,
     handle_errors,
     parse_size,
+    set_threads,
 )
 from parc_surgery.cli.options import (
     CheckpointArg,
@@ -31,7 +32,6 @@ from parc_surgery.cli.options import (
     Impl,
     ImplOpt,
     InputSizeOpt,
-    ModelArg,
     ModelArgsOpt,
     ModelOrCheckpointArg,
     OriginalWeightsOpt,
@@ -40,6 +40,7 @@ from parc_surgery.cli.options import (
     RulesOpt,
     SeedOpt,
     StagesOpt,
+    ThreadsOpt,
     WeightsOpt,
 )
 from parc_surgery.errors import UsageError
@@ -99,10 +100,16 @@ def erf_command(
     model_arg: ModelArgsOpt = None,
     out: Annotated[
         str | None,
-        typer.Option("--out", "-o", help="PNG to write. Default: <model>-erf.png."),
+        typer.Option(
+            "--output",
+            "-o",
+            "--out",
+            help="PNG to write (--out: old spelling). Default: <model>-erf.png.",
+        ),
     ] = None,
     force: ForceOpt = False,
     seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
@@ -136,6 +143,7 @@ def erf_command(
 
     require_extra("analysis", "matplotlib")  # before the slow part
     fmt = DataFormat(fmt).value
+    set_threads(threads)
     if images is not None and random is not None:
         raise UsageError("give --images or --random, not both")
     if images is not None and not images.is_dir():
@@ -194,7 +202,7 @@ def erf_command(
         "model": pair.plan.model,
         "checkpoint": pair.checkpoint,
         "original_weights": pair.original_weights,
-        "stages": pair.stages_label,
+        "stages": list(pair.plan.stages),
         "input_size": list(size),
         "inputs": {"kind": kind, "count": int(inputs.shape[0])},
         **result,
@@ -203,7 +211,7 @@ def erf_command(
         f"50% of the mass in {result[name]['area_ratio']['50'] * 100:.1f}% of the area"
         for name in ("original", "converted")
     )
-    result["png"] = write_erf_png(
+    result["output"] = write_erf_png(
         maps["original"],
         maps["converted"],
         target,
@@ -214,7 +222,7 @@ def erf_command(
         f"original weights: {pair.original_weights})",
     )
     _emit(ui, fmt, result, erf_table(result))
-    ui.info(f"wrote {result['png']}")
+    ui.info(f"wrote {result['output']}")
 
 
 def _check_erf_source(
@@ -264,18 +272,22 @@ def _check_device(device: str):
 @app.command(name="bench", epilog=EXIT_CODE_HELP)
 @handle_errors
 def bench_command(
-    model: ModelArg,
+    model: ModelOrCheckpointArg,
     stages: StagesOpt = None,
     rules: RulesOpt = None,
     input_size: InputSizeOpt = None,
     model_arg: ModelArgsOpt = None,
     batch: Annotated[
         int | None,
-        typer.Option("--batch", help="Batch size of the timed runs. Default: 1 (32 with --train)."),
+        typer.Option(
+            "--batch-size",
+            "-b",
+            "--batch",
+            help="Batch size of the timed runs (--batch: old spelling). "
+            "Default: 1 (32 with --train).",
+        ),
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option("--threads", help="torch intra-op threads. Default: torch's.")
-    ] = None,
+    threads: ThreadsOpt = None,
     impl: ImplOpt = Impl.auto,
     runs: Annotated[
         int | None,
@@ -326,6 +338,9 @@ def bench_command(
 ) -> None:
     """Params, MACs and median latency of MODEL before and after conversion.
 
+    MODEL is a timm name (converted now) or a parc-surgery checkpoint (its original is
+    rebuilt from the recipe; the weights do not change the timings).
+
     MACs are counted at batch 1 with ParC in its spatial form. By default both models run
     in eval mode under torch.inference_mode, timed in alternating rounds after a warm-up;
     --train times training steps instead, --onnx the exported models in onnxruntime.
@@ -346,7 +361,7 @@ def bench_command(
     if onnx and batch != 1:
         raise UsageError("--onnx times batch 1 only (the export's batch axis is dynamic)")
     for name, value, least in (
-        ("--batch", batch, 1),
+        ("--batch-size", batch, 1),
         ("--runs", runs, 1),
         ("--warmup", warmup, 0),
         ("--threads", 1 if threads is None else threads, 1),
@@ -359,20 +374,42 @@ def bench_command(
         raise UsageError("--clock cpu times one thread", hint="add --threads 1")
     parsed_device = _check_device(device)
     ui = Output(quiet=quiet, fmt=fmt)
-    pair = _pair(
-        ui,
-        model,
-        **conversion_kwargs(stages=stages, rules=rules, input_size=input_size, model_arg=model_arg),
-    )
+    from parc_surgery.analysis.pair import is_checkpoint_path
+
+    if is_checkpoint_path(model):
+        # Timings do not depend on the weights: the original is rebuilt at random init.
+        from parc_surgery.analysis.pair import checkpoint_pair
+
+        _check_erf_source(
+            True,
+            conversion={"--stages": stages, "--rules": rules, "--model-arg": model_arg},
+            weights=None,
+            original=False,
+        )
+        with ui.steps(f"loading {Path(model).name}") as on_step:
+            on_step("load")
+            pair = checkpoint_pair(model, original_weights=None, random_original=True)
+        ui.info(
+            f"{model}: {pair.plan.model}, {len(pair.plan.swaps)} swaps in stages "
+            f"{pair.stages_label} at {pair.input_size[0]}x{pair.input_size[1]}"
+        )
+        size = parse_size(input_size) or pair.input_size
+    else:
+        pair = _pair(
+            ui,
+            model,
+            **conversion_kwargs(
+                stages=stages, rules=rules, input_size=input_size, model_arg=model_arg
+            ),
+        )
+        size = pair.input_size
     what = "training steps" if train else ("onnxruntime runs" if onnx else "runs")
     ui.info(f"timing {runs} {what} of each model after {warmup} warm-up runs")
     common = dict(threads=threads, impl=impl, runs=runs, warmup=warmup, clock=clock)
     if onnx:
         from parc_surgery.analysis.bench_onnx import bench_onnx_pair
 
-        figures = bench_onnx_pair(
-            pair.original, pair.converted, pair.input_size, fuse=fuse, **common
-        )
+        figures = bench_onnx_pair(pair.original, pair.converted, size, fuse=fuse, **common)
     else:
         if train:
             from parc_surgery.analysis.bench_train import bench_train_pair as run
@@ -381,14 +418,19 @@ def bench_command(
         figures = run(
             pair.original,
             pair.converted,
-            pair.input_size,
+            size,
             batch=batch,
             device=parsed_device,
             compile=compile_models,
             **({} if train else {"fuse": fuse}),
             **common,
         )
-    result = {"model": model, "stages": pair.stages_label, "swaps": len(pair.plan.swaps), **figures}
+    result = {
+        "model": model,
+        "stages": list(pair.plan.stages),
+        "swaps": len(pair.plan.swaps),
+        **figures,
+    }
     _emit(ui, fmt, result, bench_table(result))
 
 
@@ -396,7 +438,10 @@ def bench_command(
 @handle_errors
 def export_command(
     checkpoint: CheckpointArg,
-    out: Annotated[str, typer.Option("--out", "-o", help="ONNX file to write.")],
+    out: Annotated[
+        str,
+        typer.Option("--output", "-o", "--out", help="ONNX file to write (--out: old spelling)."),
+    ],
     input_size: CheckpointSizeOpt = None,
     impl: ExportImplOpt = ExportImpl.auto,
     fuse: Annotated[
@@ -428,6 +473,7 @@ def export_command(
         typer.Option("--calibration-images", help="Images --quantize calibrates on (at most)."),
     ] = 256,
     force: ForceOpt = False,
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
@@ -446,6 +492,7 @@ def export_command(
 
     require_extra("onnx", "onnx", "onnxruntime")
     fmt = DataFormat(fmt).value
+    set_threads(threads)
     impl = ExportImpl(impl).value
     if quantize is not None and quantize != "int8":
         raise UsageError(f"--quantize {quantize!r} is not supported", hint="use --quantize int8")

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from parc_surgery.cli import app
-from parc_surgery.cli.common import EXIT_CODE_HELP, Output, handle_errors, parse_size
+from parc_surgery.cli.common import EXIT_CODE_HELP, Output, handle_errors, parse_size, set_threads
 from parc_surgery.cli.options import (
     CheckpointArg,
     CheckpointSizeOpt,
@@ -24,6 +24,7 @@ from parc_surgery.cli.options import (
     OriginalWeightsOpt,
     QuietOpt,
     RandomOriginalOpt,
+    ThreadsOpt,
 )
 
 __all__ = ["CamMethod", "cam_command", "checkpoint_pair_for"]
@@ -84,9 +85,15 @@ def cam_command(
     input_size: CheckpointSizeOpt = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="PNG to write. Default: <checkpoint>-cam.png."),
+        typer.Option(
+            "--output",
+            "-o",
+            "--out",
+            help="PNG to write (--out: old spelling). Default: <checkpoint>-cam.png.",
+        ),
     ] = None,
     force: ForceOpt = False,
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
@@ -109,6 +116,7 @@ def cam_command(
 
     require_extra("parc-surgery cam")
     fmt = DataFormat(fmt).value
+    set_threads(threads)
     method = CamMethod(method).value
     ui = Output(quiet=quiet, fmt=fmt)
     target = out if out is not None else Path(f"{checkpoint.stem}-cam.png")
@@ -129,6 +137,6 @@ def cam_command(
             class_index=class_index,
             input_size=size,
         )
-    result["png"] = write_cam_png(result, batch.pixels, maps, target, force=force)
+    result["output"] = write_cam_png(result, batch.pixels, maps, target, force=force)
     _emit(ui, fmt, result, cam_table(result))
-    ui.info(f"wrote {result['png']}")
+    ui.info(f"wrote {result['output']}")

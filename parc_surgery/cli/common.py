@@ -29,6 +29,8 @@ __all__ = [
     "parse_model_args",
     "parse_size",
     "parse_stages",
+    "set_threads",
+    "warn_other_size",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,6 +39,37 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CODE_HELP = "\b\nExit codes:\n" + "\n".join(
     f"  {code}  {text}" for code, text in EXIT_CODES.items()
 )
+
+
+def set_threads(threads: int | None) -> None:
+    """--threads: torch's intra-op thread count for the rest of the command (None: as is)."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def warn_other_size(ui: Output, model: str | os.PathLike, input_size: str | None) -> None:
+    """Warn when --input-size differs from the size a checkpoint was converted at.
+
+    A model trained at 64 px evaluated at 224 px scores near chance; say so before the run.
+    Unreadable checkpoints are left to the command itself, which reports them properly.
+    """
+    size = parse_size(input_size)
+    if size is None or not str(model).endswith(".safetensors") or not os.path.isfile(model):
+        return
+    from parc_surgery.checkpoint import read_recipe
+
+    try:
+        recorded = tuple(read_recipe(model)["plan"]["input_size"])
+    except (ParcSurgeryError, KeyError, TypeError):
+        return
+    if tuple(size) != recorded:
+        ui.warn(
+            f"--input-size {size[0]}x{size[1]} differs from the {recorded[0]}x{recorded[1]} "
+            f"{os.path.basename(model)} was converted at; its accuracy at another size can "
+            "be far lower (drop --input-size to use the recorded one)"
+        )
 
 
 class Output:

@@ -6,10 +6,12 @@ from typing import Annotated
 
 import typer
 
-from parc_surgery.cli.common import Output, conversion_kwargs, handle_errors
+from parc_surgery.cli.common import Output, conversion_kwargs, handle_errors, set_threads
 from parc_surgery.cli.options import (
     AllowEmptyOpt,
     ForceOpt,
+    Init,
+    InitOpt,
     InputSizeOpt,
     ModelArg,
     ModelArgsOpt,
@@ -20,6 +22,7 @@ from parc_surgery.cli.options import (
     SeedOpt,
     StagesOpt,
     StrictOpt,
+    ThreadsOpt,
     WeightsOpt,
 )
 from parc_surgery.extras import require_extra
@@ -41,7 +44,12 @@ def convert_command(
     fmt: PlanFormatOpt = PlanFormat.table,
     output: Annotated[
         str | None,  # not Path: a trailing '/' (a directory) must reach the check
-        typer.Option("--output", "-o", help="Checkpoint path. Default: <model>-parc.safetensors."),
+        typer.Option(
+            "--output",
+            "-o",
+            "--out",
+            help="Checkpoint path (--out: old spelling). Default: <model>-parc.safetensors.",
+        ),
     ] = None,
     force: ForceOpt = False,
     weights: WeightsOpt = None,
@@ -49,6 +57,7 @@ def convert_command(
         bool, typer.Option("--pretrained", help="Load timm's pretrained weights (needs network).")
     ] = False,
     strict: StrictOpt = False,
+    init: InitOpt = None,
     allow_empty: AllowEmptyOpt = False,
     verify: Annotated[
         bool,
@@ -61,6 +70,7 @@ def convert_command(
     export_onnx: Annotated[
         str | None, typer.Option("--export-onnx", help="Also export the converted model to ONNX.")
     ] = None,
+    threads: ThreadsOpt = None,
     seed: SeedOpt = 0,
     quiet: QuietOpt = False,
 ) -> None:
@@ -72,13 +82,14 @@ def convert_command(
     from parc_surgery.pipeline import convert, plan_conversion
 
     fmt = PlanFormat(fmt).value
+    set_threads(threads)
     if export_onnx and not dry_run:
         require_extra("onnx", "onnx", "onnxruntime")  # before the slow part
     ui = Output(quiet=quiet, fmt=fmt)
     kwargs = conversion_kwargs(
         stages=stages, rules=rules, input_size=input_size, model_arg=model_arg, weights=weights
     )
-    kwargs.update(pretrained=pretrained, strict=strict)
+    kwargs.update(pretrained=pretrained, strict=strict, init=Init(init).value if init else None)
     if dry_run:
         with ui.steps(f"planning {model}") as on_step:
             planned = plan_conversion(model, on_step=on_step, **kwargs)
@@ -131,7 +142,7 @@ def convert_command(
     onnx = checked.onnx
     if onnx:
         ui.info(
-            f"exported ONNX to {onnx['path']}: max abs difference to PyTorch "
+            f"exported ONNX to {onnx['output']}: max abs difference to PyTorch "
             f"{onnx['max_abs_diff']:.2e}"
         )
     ui.info(f"wrote {result.output} (sha256 {result.output_sha256[:16]}...)")

@@ -32,6 +32,8 @@ __all__ = [
     "FormatOpt",
     "ForceOpt",
     "ImplOpt",
+    "Init",
+    "InitOpt",
     "InputSizeOpt",
     "ModelArg",
     "ModelArgsOpt",
@@ -47,6 +49,7 @@ __all__ = [
     "SeedOpt",
     "StagesOpt",
     "StrictOpt",
+    "ThreadsOpt",
     "WeightsOpt",
     "WorkersOpt",
 ]
@@ -60,9 +63,11 @@ class DataFormat(str, Enum):
 
 
 class PlanFormat(str, Enum):
-    """How a plan is printed: table, a diff of the swapped modules, or JSON."""
+    """How a plan is printed: table (what fits 80 columns), wide (every column), a diff of
+    the swapped modules, or JSON."""
 
     table = "table"
+    wide = "wide"
     diff = "diff"
     json = "json"
 
@@ -81,6 +86,24 @@ class OfficialArch(str, Enum):
 # The ParC backends (options.IMPL_CHOICES), as an Enum so --help lists them.
 Impl = Enum("Impl", {name: name for name in IMPL_CHOICES}, type=str)
 Impl.__doc__ = "A ParC backend, or auto (chosen per shape)."
+
+
+class Init(str, Enum):
+    """How the new ParC convs start (options.SwapOptions.init)."""
+
+    paper = "paper"
+    from_local = "from_local"
+
+
+InitOpt = Annotated[
+    Init | None,
+    typer.Option(
+        "--init",
+        help="Init of the new ParC convs for every rule: paper (the family's official init) "
+        "or from_local (derived from the replaced local kernel). Default: the rules file's.",
+        case_sensitive=False,
+    ),
+]
 
 
 class ExportImpl(str, Enum):
@@ -188,7 +211,14 @@ ArchOpt = Annotated[
     typer.Option("--arch", help="The published ParC network.", case_sensitive=False),
 ]
 OutputFileOpt = Annotated[
-    Path, typer.Option("--output", "-o", help="File to write.", show_default=False)
+    Path,
+    typer.Option(
+        "--output", "-o", "--out", help="File to write (--out: old spelling).", show_default=False
+    ),
+]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option("--threads", help="torch intra-op threads. Default: torch's.", min=1),
 ]
 AllowEmptyOpt = Annotated[
     bool,

@@ -20,6 +20,8 @@ from parc_surgery.cli.common import (
     handle_errors,
     parse_model_args,
     parse_size,
+    set_threads,
+    warn_other_size,
 )
 from parc_surgery.cli.options import (
     AllowOutsideDataOpt,
@@ -34,12 +36,13 @@ from parc_surgery.cli.options import (
     ModelArgsOpt,
     QuietOpt,
     SeedOpt,
+    ThreadsOpt,
     WeightsOpt,
     WorkersOpt,
 )
 from parc_surgery.errors import Interrupted, ParcSurgeryError, UsageError
 
-__all__ = ["eval_command", "finetune_command"]
+__all__ = ["eval_command", "finetune_command", "train_command"]
 
 
 class _Lines:
@@ -184,6 +187,7 @@ def eval_command(
         typer.Option("--limit", help="Evaluate N images, spread evenly over the split."),
     ] = None,
     device: DeviceOpt = "auto",
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
@@ -199,11 +203,13 @@ def eval_command(
     from parc_surgery.train.render import eval_table
 
     fmt = DataFormat(fmt).value
+    set_threads(threads)
     config = _data_config(
         data, dataset, input_size, batch_size, workers, val_split=split, allow_outside=allow_outside
     )
     with _distributed(device) as info:
         ui = Output(quiet=quiet or not info.is_main, fmt=fmt)
+        warn_other_size(ui, model, input_size)
         with _progress(ui, info.is_main) as progress, _stop_at_once():
             report = evaluate_source(
                 model,
@@ -252,8 +258,19 @@ def finetune_command(
     epochs: Annotated[int, typer.Option("--epochs", help="Phase 2 (whole model) epochs.")] = 10,
     warmup_epochs: Annotated[
         int,
-        typer.Option("--warmup-epochs", help="Phase 1 (block-wise warm start) epochs; 0 skips it."),
+        typer.Option(
+            "--warm-start-epochs", help="Phase 1 (block-wise warm start) epochs; 0 skips it."
+        ),
     ] = 1,
+    old_warmup_epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--warmup-epochs",
+            hidden=True,
+            help="Deprecated spelling of --warm-start-epochs (timm's --warmup-epochs is the "
+            "learning-rate warm-up: --lr-warmup-epochs here).",
+        ),
+    ] = None,
     lr: Annotated[float, typer.Option("--lr", help="Phase 2 peak learning rate (AdamW).")] = 5e-4,
     block_lr: Annotated[
         float, typer.Option("--block-lr", help="Phase 1 learning rate (AdamW).")
@@ -321,12 +338,13 @@ def finetune_command(
         typer.Option("--sync-bn", help="SyncBatchNorm across torchrun ranks (CUDA only)."),
     ] = False,
     seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
     """Recover a converted checkpoint's accuracy: warm start, then distillation.
 
-    Phase 1 (--warmup-epochs) trains only the swapped blocks, each to reproduce its
+    Phase 1 (--warm-start-epochs) trains only the swapped blocks, each to reproduce its
     original block's output from the original's input (captured from the teacher),
     MSE. Phase 2 (--epochs) trains the whole model on cross-entropy plus KL divergence
     to the teacher's logits: AdamW, cosine schedule, gradient clipping. Each epoch ends
@@ -340,6 +358,13 @@ def finetune_command(
     from parc_surgery.train.render import summary_table
 
     fmt = DataFormat(fmt).value
+    set_threads(threads)
+    if old_warmup_epochs is not None:
+        Output(quiet=quiet).warn(
+            "--warmup-epochs is deprecated: it is the block-wise warm start, now spelled "
+            "--warm-start-epochs (the learning-rate warm-up is --lr-warmup-epochs)"
+        )
+        warmup_epochs = old_warmup_epochs
     data_config = _data_config(
         data,
         dataset,
@@ -404,3 +429,133 @@ def finetune_command(
         if not quiet:
             ui.out.print(summary_table(result))
         ui.info(f"wrote {result.output} (sha256 {result.output_sha256[:16]}...)")
+
+
+@app.command(name="train", epilog=EXIT_CODE_HELP)
+@handle_errors
+def train_command(
+    model: Annotated[
+        str, typer.Argument(help="timm model name, trained from scratch.", show_default=False)
+    ],
+    data: DataOpt,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            "--out",
+            help="Weights file (safetensors state_dict) to write, the file convert's "
+            "--weights reads. Default: <model>-trained.safetensors.",
+        ),
+    ] = None,
+    force: ForceOpt = False,
+    model_arg: ModelArgsOpt = None,
+    weights: WeightsOpt = None,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.", min=1)] = 10,
+    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (AdamW).")] = 2e-3,
+    min_lr: Annotated[float, typer.Option("--min-lr", help="Cosine schedule's floor.")] = 1e-6,
+    lr_warmup_epochs: Annotated[
+        float, typer.Option("--lr-warmup-epochs", help="Linear lr warm-up at the start.")
+    ] = 1.0,
+    weight_decay: Annotated[
+        float, typer.Option("--weight-decay", help="AdamW weight decay.")
+    ] = 0.05,
+    dataset: DatasetOpt = "",
+    train_split: Annotated[str, typer.Option("--train-split", help="Split trained on.")] = "train",
+    val_split: Annotated[
+        str, typer.Option("--val-split", help="Split evaluated after each epoch.")
+    ] = "val",
+    input_size: CheckpointSizeOpt = None,
+    batch_size: BatchSizeOpt = 64,
+    workers: WorkersOpt = 2,
+    augment: Annotated[
+        bool,
+        typer.Option(
+            "--augment/--no-augment",
+            help="timm's train augmentation; --no-augment trains on the eval transform.",
+        ),
+    ] = True,
+    scale: Annotated[
+        float, typer.Option("--scale", help="RandomResizedCrop's smallest area share.")
+    ] = 0.08,
+    hflip: Annotated[float, typer.Option("--hflip", help="Horizontal flip probability.")] = 0.5,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    threads: ThreadsOpt = None,
+    fmt: FormatOpt = DataFormat.table,
+    quiet: QuietOpt = False,
+) -> None:
+    """Train the original MODEL on labels (the model you later convert and recover).
+
+    Cross-entropy, AdamW, cosine schedule, an evaluation after each epoch; the weights of
+    the best epoch (highest val top-1, then lowest val loss) are written to --output as a
+    safetensors state_dict, which `convert --weights`, `eval --weights` and `finetune
+    --teacher-weights` read. --weights FILE starts from those weights instead of scratch.
+    """
+    import torch
+    from safetensors.torch import save
+
+    from parc_surgery.files import check_output, write_bytes
+    from parc_surgery.models import create_model, file_stem
+    from parc_surgery.report import dumps
+    from parc_surgery.train import TrainConfig
+    from parc_surgery.train.run import train_model
+    from parc_surgery.weights import load_source_weights
+
+    fmt = DataFormat(fmt).value
+    set_threads(threads)
+    data_config = _data_config(
+        data,
+        dataset,
+        input_size,
+        batch_size,
+        workers,
+        train_split=train_split,
+        val_split=val_split,
+        augment=augment,
+        scale=scale,
+        hflip=hflip,
+    )
+    target = output if output is not None else Path(f"{file_stem(model)}-trained.safetensors")
+    check_output(target, force=force, inputs=[weights])  # fail before the slow part
+    with _distributed(device) as info:
+        ui = Output(quiet=quiet or not info.is_main, fmt=fmt)
+        torch.manual_seed(seed)
+        network = create_model(model, parse_model_args(model_arg))
+        if weights is not None:
+            load_source_weights(network, weights)
+        config = TrainConfig(
+            epochs=epochs,
+            warmup_epochs=0,
+            lr=lr,
+            min_lr=min_lr,
+            lr_warmup_epochs=lr_warmup_epochs,
+            weight_decay=weight_decay,
+            seed=seed,
+        )
+        try:
+            with _progress(ui, info.is_main) as progress:
+                measured = train_model(network, data_config, config, info=info, progress=progress)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted: stopped at once; nothing was written") from None
+        if not info.is_main:
+            return
+        state = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
+        written = write_bytes(target, save(state), force=force, inputs=[weights])
+        best = measured.after_finetune
+        result = {
+            "model": model,
+            "output": str(written),
+            "best_epoch": measured.best_epoch,
+            "best": best.to_dict() if best is not None else None,
+            "history": [record.to_dict() for record in measured.history],
+        }
+        if fmt == "json":
+            ui.json(dumps(result))
+            return
+        if best is not None:
+            ui.info(
+                f"best epoch {measured.best_epoch}: val top-1 {best.top1:.2f}%, "
+                f"loss {best.loss:.4f}"
+            )
+        ui.info(f"wrote {written}")

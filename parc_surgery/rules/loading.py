@@ -7,7 +7,7 @@ schema plus where each rule came from ("file:line"), or raises RulesError.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ class RuleSet:
     label: str  # how messages name the file ("resnet50.yaml" or the path)
     rule_lines: list[str]  # "file:line" of each rule, in order
     positions: Positions
+    # Options set for every rule over the file's (e.g. convert --init); empty: none.
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def rules(self) -> list[RuleSpec]:
@@ -63,8 +65,10 @@ class RuleSet:
         )
 
     def options_for(self, i: int, **resolved: Any) -> SwapOptions:
-        """Built-in defaults <- file `defaults:` <- the rule's own replace options."""
-        return layered(self.spec.defaults, self.spec.rules[i].replace, **resolved)
+        """Built-in defaults <- file `defaults:` <- the rule's own <- overrides <- resolved."""
+        return layered(
+            self.spec.defaults, self.spec.rules[i].replace, **{**self.overrides, **resolved}
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The validated rules as plain data (for a Plan's recipe): what the file set."""

@@ -51,7 +51,7 @@ def test_cam_on_the_sample_photos_writes_the_figure_and_the_numbers(tmp_path, fi
     assert data["original_weights"] == str(files["weights"])
     assert data["method"] == "gradcam" and data["target_layer"] == "layer4"
     assert data["input_size"] == [64, 64] and data["feature_size"] == [2, 2]
-    assert data["png"] == str(png) and data["class"] is None
+    assert data["output"] == str(png) and data["class"] is None
     assert [img["image"] for img in data["images"]] == [str(p) for p in files["photos"]]
     for image in data["images"]:
         for name in ("original", "converted"):

@@ -37,7 +37,7 @@ def test_cam_figure_takes_the_first_image_of_each_class_and_keeps_labels(tmp_pat
     data = json.loads(out.with_suffix(".json").read_text())
     assert [img["label"] for img in data["images"]] == ["0", "1", "2", "3"]
     assert [Path(img["image"]).name for img in data["images"]] == ["a.png"] * 4
-    assert data["original_weights"] == str(weights) and data["png"] == str(out)
+    assert data["original_weights"] == str(weights) and data["output"] == str(out)
     with Image.open(out) as figure:
         assert figure.size == cam_figure_pixels(4)
     table = capsys.readouterr().out.strip().splitlines()

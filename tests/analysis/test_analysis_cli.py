@@ -59,10 +59,10 @@ def test_erf_json_alone_on_stdout_and_png_written(tmp_path):
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["model"] == "resnet26" and data["stages"] == "3,4"
+    assert data["model"] == "resnet26" and data["stages"] == [3, 4]
     assert data["input_size"] == [64, 64]
     assert data["inputs"] == {"kind": "random", "count": 2}
-    assert data["png"] == str(png)
+    assert data["output"] == str(png)
     for name in ("original", "converted"):
         assert set(data[name]["area_ratio"]) == {"20", "50", "90"}
         ratios = list(data[name]["area_ratio"].values())
@@ -196,7 +196,7 @@ def test_export_checkpoint_checks_with_onnxruntime(tmp_path, checkpoint):
     result = run("export", str(checkpoint), "--out", str(target), "--format", "json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["ok"] and data["path"] == str(target) and data["opset"] >= 17
+    assert data["ok"] and data["output"] == str(target) and data["opset"] >= 17
     assert data["input_size"] == [64, 64] and data["max_abs_diff"] <= 1e-4
     assert "DFT" not in onnx_op_types(onnx.load(str(target)))
     again = run(

@@ -28,7 +28,7 @@ def test_export_matches_pytorch_and_has_no_dft(tmp_path, impl):
     _, converted = tiny_pair()
     target = tmp_path / "tiny.onnx"
     result = export_onnx(converted, target, input_size=TINY_SIZE, impl=impl)
-    assert result["ok"] and result["path"] == str(target)
+    assert result["ok"] and result["output"] == str(target)
     assert result["opset"] >= 17
     assert result["max_abs_diff"] <= 1e-4
     ops = onnx_op_types(onnx.load(str(target)))

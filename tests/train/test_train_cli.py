@@ -25,7 +25,7 @@ def test_eval_and_finetune_are_commands_with_help():
     top = runner.invoke(app, ["--help"])
     assert "eval" in top.stdout and "finetune" in top.stdout
     finetune = runner.invoke(app, ["finetune", "--help"])
-    for option in ("--teacher-weights", "--no-teacher", "--warmup-epochs", "--checkpoint-dir",
+    for option in ("--teacher-weights", "--no-teacher", "--warm-start-epochs", "--checkpoint-dir",
                    "--resume", "--distill-weight", "--temperature", "--ema-decay"):  # fmt: skip
         assert option in finetune.stdout, option
     evaluation = runner.invoke(app, ["eval", "--help"])

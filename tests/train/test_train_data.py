@@ -19,7 +19,7 @@ def _eval(checkpoint, data, *extra):
 
 
 def _finetune(checkpoint, weights, data, out, *extra):
-    return finetune_cli(checkpoint, data, out, "--warmup-epochs", "0", *extra, teacher=weights)
+    return finetune_cli(checkpoint, data, out, "--warm-start-epochs", "0", *extra, teacher=weights)
 
 
 def _clean(result, code: int, *words: str) -> str:

@@ -24,7 +24,7 @@ def _args(convnext, digits, out, batch):
     checkpoint, weights = convnext
     return [
         "finetune", str(checkpoint), "--data", str(digits), "--teacher-weights", str(weights),
-        "-o", str(out), "--workers", "0", "-b", str(batch), "--warmup-epochs", "1",
+        "-o", str(out), "--workers", "0", "-b", str(batch), "--warm-start-epochs", "1",
         "--epochs", "2", "--no-augment", "--lr", "1e-3", "--seed", "5", "--device", "cpu",
     ]  # fmt: skip
 

@@ -23,7 +23,7 @@ def _command(convnext, digits, out, state_dir, *extra):
     return parc_surgery(
         "finetune", str(checkpoint), "--data", str(digits), "--teacher-weights", str(weights),
         "-o", str(out), "--checkpoint-dir", str(state_dir), "--workers", "0", "-b", "8",
-        "--warmup-epochs", "1", "--epochs", "4", "--scale", "0.5", "--seed", "7", *extra,
+        "--warm-start-epochs", "1", "--epochs", "4", "--scale", "0.5", "--seed", "7", *extra,
     )  # fmt: skip
 
 

@@ -1,0 +1,131 @@
+"""One spelling per option across commands, --version, completion, convert --init."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import parc_surgery
+from parc_surgery.checkpoint import read_recipe
+from parc_surgery.cli import app
+
+runner = CliRunner()
+
+WRITING = ["convert", "erf", "export", "cam", "finetune"]
+COMPUTING = ["convert", "erf", "bench", "export", "cam", "eval", "finetune"]
+
+
+def _help(command: str) -> str:
+    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.mark.parametrize("command", WRITING)
+def test_every_command_that_writes_a_file_takes_dash_o_and_output(command):
+    text = _help(command)
+    assert "-o, --output" in text
+
+
+@pytest.mark.parametrize("command", COMPUTING)
+def test_every_command_that_computes_takes_threads(command):
+    assert "--threads" in _help(command)
+
+
+def test_bench_spells_the_batch_size_as_eval_and_finetune_do():
+    for command in ("bench", "eval", "finetune"):
+        assert "-b, --batch-size" in _help(command), command
+
+
+def test_finetune_names_the_block_wise_phase_warm_start():
+    text = _help("finetune")
+    assert "--warm-start-epochs" in text and "--lr-warmup-epochs" in text
+    assert "--warmup-epochs " not in text
+
+
+def test_version_and_shell_completion():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"parc-surgery {parc_surgery.__version__}"
+    top = runner.invoke(app, ["--help"]).stdout
+    assert "--install-completion" in top and "--show-completion" in top
+
+
+def test_threads_below_one_is_a_usage_error():
+    result = runner.invoke(app, ["convert", "resnet18", "--dry-run", "--threads", "0"])
+    assert result.exit_code == 2
+
+
+def _convert(tmp_path, name: str, *extra: str):
+    out = tmp_path / f"{name}.safetensors"
+    args = ["convert", "resnet18", "--input-size", "64", "-o", str(out), "-q", *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_convert_init_overrides_the_rules_default(tmp_path):
+    paper = _convert(tmp_path, "paper")
+    local = _convert(tmp_path, "local", "--init", "from_local")
+    a, b = load_file(str(paper)), load_file(str(local))
+    assert a.keys() == b.keys()
+    differ = [k for k in a if a[k].shape != b[k].shape or not a[k].equal(b[k])]
+    assert differ  # the new ParC convs start differently; everything else is shared
+    assert len(differ) < len(a) / 2
+    swaps = read_recipe(local)["plan"]["swaps"]
+    assert swaps and {s["options"]["init"] for s in swaps} == {"from_local"}
+    assert {s["options"]["init"] for s in read_recipe(paper)["plan"]["swaps"]} == {"paper"}
+
+
+def test_convert_init_rejects_an_unknown_value():
+    result = runner.invoke(app, ["convert", "resnet18", "--dry-run", "--init", "zeros"])
+    assert result.exit_code == 2 and "--init" in result.output
+
+
+def test_the_old_out_spelling_still_writes_the_file(tmp_path):
+    out = tmp_path / "old.safetensors"
+    result = runner.invoke(app, ["convert", "resnet18", "--input-size", "64", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.dumps(read_recipe(out)["plan"]["input_size"]) == "[64, 64]"
+
+
+def test_bench_takes_a_checkpoint_as_eval_and_erf_do(tmp_path):
+    checkpoint = _convert(tmp_path, "bench")
+    args = ["bench", str(checkpoint), "--runs", "1", "--warmup", "0", "-b", "1", "-f", "json"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["model"] == str(checkpoint) and data["stages"] == [3, 4]
+    assert data["input_size"] == [64, 64]  # the size the checkpoint was converted at
+    assert data["original"]["params"] > data["converted"]["params"]
+    assert "random init" not in result.stderr  # the weights do not change timings
+    refused = runner.invoke(app, ["bench", str(checkpoint), "--stages", "4"])
+    assert refused.exit_code == 2 and "cannot be used with a checkpoint" in refused.output
+
+
+@pytest.mark.parametrize("model", ["resnet18", "torchvision:resnet18"])
+def test_pretrained_without_network_fails_at_once_with_exit_6(monkeypatch, model):
+    # No retries against an unreachable host: the weights' host is probed once, briefly,
+    # and the model constructor (which would retry for ~45 s) is never reached.
+    import socket
+
+    import timm
+    import torchvision
+
+    def unreachable(address, timeout=None):
+        assert timeout is not None and timeout <= 5
+        raise socket.gaierror(-2, "Name or service not known")
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("tried to download")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(timm, "create_model", must_not_run)
+    monkeypatch.setattr(torchvision.models, "get_model", must_not_run)
+    result = runner.invoke(app, ["convert", model, "--pretrained", "--dry-run"])
+    assert result.exit_code == 6, result.output
+    assert "cannot be reached" in result.output and "--weights FILE" in result.output
