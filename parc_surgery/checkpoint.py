@@ -223,6 +223,8 @@ def load(
 ) -> nn.Module:
     """Rebuild a converted model from a parc-surgery checkpoint, checked step by step.
 
+    `path` is a checkpoint file or a folder written by `save-pretrained` (parc_surgery.hub).
+
     The base model is built from the recipe (timm, or torchvision by name) unless given
     as `model` (needed for a custom nn.Module): it must be the unconverted architecture
     the checkpoint was made from; it is converted in place and returned. With
@@ -231,6 +233,10 @@ def load(
     model wrapped by `parc_surgery.ops.compile_model` (torch.compile, inductor, weights
     frozen in inference; compiles on the first call).
     """
+    if os.path.isdir(path):  # a save-pretrained folder: its config.json is checked first
+        from parc_surgery.hub import weights_in
+
+        path = weights_in(path)
     header = read_header(path)
     _, plan = _recipe_of(header)
     if model is None:
