@@ -416,7 +416,9 @@ def export_command(
         on_step("load")
         model = load(checkpoint)
         on_step("export")
-        result = export_onnx(model, out, input_size=size, force=force, impl=impl)
+        result = export_onnx(
+            model, out, input_size=size, force=force, impl=impl, recipe=recipe
+        )
     if fmt == "json":
         _emit(ui, fmt, result, None)
         return
