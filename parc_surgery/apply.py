@@ -83,6 +83,9 @@ def apply_plan(model: nn.Module, plan: Plan, *, seed: int | None = 0) -> nn.Modu
         new.train(original.training)
         setattr(parent, child_name, new)
     record_input_size(model, plan)
+    from parc_surgery.reparam import keep_unfused
+
+    keep_unfused(model, [swap.path for swap in plan.swaps])
     return model
 
 
