@@ -416,9 +416,7 @@ def export_command(
         on_step("load")
         model = load(checkpoint)
         on_step("export")
-        result = export_onnx(
-            model, out, input_size=size, force=force, impl=impl, recipe=recipe
-        )
+        result = export_onnx(model, out, input_size=size, force=force, impl=impl, recipe=recipe)
     if fmt == "json":
         _emit(ui, fmt, result, None)
         return
