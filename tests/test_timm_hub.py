@@ -13,7 +13,10 @@ import torch
 from typer.testing import CliRunner
 
 import parc_surgery as ps
+from parc_surgery import hub
+from parc_surgery.checkpoint import read_recipe
 from parc_surgery.cli import app
+from parc_surgery.errors import CheckpointError, WeightsError
 
 SIZE = (64, 64)
 
@@ -98,7 +101,7 @@ def test_pretrained_reads_the_file_given_by_the_overlay(tmp_path):
     x = torch.randn(1, 3, *SIZE)
     assert torch.equal(loaded(x), source(x))
     # no file: a clear WeightsError, never a download
-    with pytest.raises(ps.errors.WeightsError, match="fetches none"):
+    with pytest.raises(WeightsError, match="fetches none"):
         timm.create_model("parc_mobilenetv2_100", pretrained=True)
 
 
@@ -153,11 +156,11 @@ def test_save_pretrained_card_shows_training_numbers(converted, tmp_path):
     from parc_surgery.plan import Plan
 
     model = ps.load(converted)
-    plan = Plan.from_dict(ps.checkpoint.read_recipe(converted)["plan"])
+    plan = Plan.from_dict(read_recipe(converted)["plan"])
     training = {"metrics": {"after_finetune": {"top1": 99.44, "top5": 100.0, "loss": 0.02}}}
     tuned = tmp_path / "tuned.safetensors"
     ps.save(model, plan, tuned, training=training)
-    ps.hub.save_pretrained(tuned, tmp_path / "tuned")
+    hub.save_pretrained(tuned, tmp_path / "tuned")
     card = (tmp_path / "tuned" / "README.md").read_text()
     assert "| after_finetune | 99.44% | 100.00% | 0.0200 |" in card
 
@@ -173,11 +176,11 @@ def test_save_pretrained_card_shows_training_numbers(converted, tmp_path):
 )
 def test_a_hostile_folder_config_is_refused(converted, tmp_path, edit, message):
     folder = tmp_path / "hostile"
-    ps.hub.save_pretrained(converted, folder)
+    hub.save_pretrained(converted, folder)
     config = json.loads((folder / "config.json").read_text())
     edit(config)
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ps.errors.CheckpointError, match=message):
+    with pytest.raises(CheckpointError, match=message):
         ps.load(folder)
     result = CliRunner().invoke(app, ["export", str(folder), "-o", str(tmp_path / "x.onnx")])
     assert result.exit_code in (2, 6) and "Traceback" not in result.output
