@@ -84,7 +84,8 @@ def read_config(folder: str | os.PathLike) -> dict[str, Any]:
             data = handle.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise CheckpointError(
-            f"{folder} is a folder without {CONFIG_NAME}, not a save-pretrained model",
+            f"{folder} is a directory without {CONFIG_NAME}: neither a checkpoint nor a "
+            "save-pretrained folder",
             hint="give the checkpoint file, or a folder written by parc-surgery save-pretrained",
         ) from None
     except OSError as err:

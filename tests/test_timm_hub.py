@@ -145,6 +145,9 @@ def test_save_pretrained_folder_loads_in_timm_and_parc_surgery(converted, tmp_pa
     via_ps = ps.load(folder).eval()
     assert torch.equal(via_timm(x), ref(x)) and torch.equal(via_ps(x), ref(x))
     assert via_timm.pretrained_cfg["input_size"] == (3, *SIZE)
+    # without pretrained=True timm builds the architecture only, as for any hub model
+    bare = timm.create_model(f"local-dir:{folder}")
+    assert _count(bare) == _count(ref) and not torch.equal(bare.eval()(x), ref(x))
 
     # a second write needs --force (exit 7) and leaves the folder as it was
     again = CliRunner().invoke(app, ["save-pretrained", str(converted), str(folder)])
