@@ -88,7 +88,7 @@ def _resolved_cfg(name, pretrained_cfg, overlay) -> dict[str, Any]:
     return resolve_pretrained_cfg(name, pretrained_cfg, overlay).to_dict()
 
 
-def _finish(model, cfg, plan, *, pretrained, features_only, out_indices, base_kwargs):
+def _finish(model, cfg, plan, *, pretrained, features_only, out_indices):
     cfg["input_size"] = (int(cfg.get("input_size", (3,))[0]), *plan.input_size)
     model.pretrained_cfg = model.default_cfg = cfg
     if pretrained:
@@ -129,7 +129,6 @@ def _published(name: str, pretrained=False, **kwargs: Any) -> nn.Module:
         pretrained=pretrained,
         features_only=features_only,
         out_indices=tuple(out_indices) if out_indices is not None else None,
-        base_kwargs=kwargs,
     )
 
 
@@ -191,7 +190,6 @@ def parc_recipe(pretrained: bool = False, **kwargs: Any) -> nn.Module:
         pretrained=pretrained,
         features_only=features_only,
         out_indices=tuple(out_indices) if out_indices is not None else None,
-        base_kwargs={},
     )
 
 
