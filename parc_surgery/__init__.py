@@ -69,3 +69,48 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'parc_surgery' has no attribute {name!r}")
+
+
+def _register_with_timm() -> None:
+    """Register the published ParC networks with timm (parc_surgery.timm_models) as soon
+    as timm is imported: now if it already is, else right after its import finishes, so
+    `import parc_surgery` itself stays cheap (timm takes seconds to import)."""
+    import sys
+
+    timm = sys.modules.get("timm")
+    if timm is not None and hasattr(timm, "create_model"):
+        from parc_surgery.timm_models import register
+
+        register()
+        return
+    if not any(isinstance(f, _TimmImportHook) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TimmImportHook())
+
+
+class _TimmImportHook:
+    """A meta path finder that lets the real finder import timm, then registers."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        import sys
+
+        if fullname != "timm":
+            return None
+        sys.meta_path[:] = [f for f in sys.meta_path if f is not self]
+        import importlib.util
+
+        spec = importlib.util.find_spec("timm")
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            from parc_surgery.timm_models import register
+
+            register()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+_register_with_timm()

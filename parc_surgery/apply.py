@@ -82,7 +82,30 @@ def apply_plan(model: nn.Module, plan: Plan, *, seed: int | None = 0) -> nn.Modu
             new = build_for_swap(original, swap)
         new.train(original.training)
         setattr(parent, child_name, new)
+    record_input_size(model, plan)
+    from parc_surgery.reparam import keep_unfused
+
+    keep_unfused(model, [swap.path for swap in plan.swaps])
     return model
+
+
+def record_input_size(model: nn.Module, plan: Plan) -> None:
+    """A timm model's pretrained_cfg says the input size it was converted at (its kernels
+    and position embeddings are sized for it), so timm's resolve_data_config uses it."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if not isinstance(cfg, dict) or not plan.input_size:
+        return
+    size = tuple(int(side) for side in plan.input_size)
+    old = cfg.get("input_size")
+    channels = int(old[0]) if isinstance(old, (tuple, list)) and len(old) == 3 else 3
+    if tuple(old or ())[1:] == size:
+        return
+    cfg = dict(cfg, input_size=(channels, *size))
+    cfg.pop("test_input_size", None)
+    cfg.pop("pool_size", None)
+    model.pretrained_cfg = cfg
+    if isinstance(getattr(model, "default_cfg", None), dict):
+        model.default_cfg = cfg
 
 
 def verify(model: nn.Module, plan: Plan, original_graph: Any, *, leaf_classes=()) -> Verification:

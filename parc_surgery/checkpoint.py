@@ -225,6 +225,8 @@ def load(
 ) -> nn.Module:
     """Rebuild a converted model from a parc-surgery checkpoint, checked step by step.
 
+    `path` is a checkpoint file or a folder written by `save-pretrained` (parc_surgery.hub).
+
     The base model is built from the recipe (timm, or torchvision by name) unless given
     as `model` (needed for a custom nn.Module): it must be the unconverted architecture
     the checkpoint was made from; it is converted in place and returned. With
@@ -235,6 +237,10 @@ def load(
     eval mode and in its inference form (`parc_surgery.fuse`: BatchNorms folded; no
     training), traced at the recipe's input size.
     """
+    if os.path.isdir(path):  # a save-pretrained folder: its config.json is checked first
+        from parc_surgery.hub import weights_in
+
+        path = weights_in(path)
     header = read_header(path)
     _, plan = _recipe_of(header)
     if model is None:

@@ -187,6 +187,35 @@ def _check_with_onnxruntime(
     return float((got - reference).abs().max()), float(reference.abs().max())
 
 
+def onnx_metadata(model: nn.Module, input_size, recipe: dict | None = None) -> dict[str, str]:
+    """The metadata_props an export carries: preprocessing from the model's pretrained_cfg
+    (timm's defaults where it has none) and the recipe, each value JSON."""
+    import json
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    cfg = cfg if isinstance(cfg, dict) else {}
+    meta = {
+        "mean": list(cfg.get("mean", (0.485, 0.456, 0.406))),
+        "std": list(cfg.get("std", (0.229, 0.224, 0.225))),
+        "input_size": [input_channels(model), *map(int, input_size)],
+        "interpolation": cfg.get("interpolation", "bilinear"),
+        "crop_pct": cfg.get("crop_pct", 0.875),
+    }
+    if recipe is not None:
+        meta["parc_surgery_recipe"] = recipe
+    return {key: json.dumps(value) for key, value in meta.items()}
+
+
+def _write_metadata(proto, path: str, metadata: dict[str, str]) -> None:
+    import onnx
+
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, path)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,
@@ -198,8 +227,13 @@ def export_onnx(
     atol: float = 1e-4,
     seed: int = 0,
     fuse: bool = False,
+    recipe: dict | None = None,
 ) -> dict:
     """Export `model` to ONNX at `input_size`, check it with onnxruntime; a dict of results.
+
+    The ONNX model's metadata_props hold the preprocessing (`mean`, `std`, `input_size`
+    [C, H, W] at the export size, `interpolation`, `crop_pct`, from the model's
+    pretrained_cfg; JSON) and, when given, the checkpoint's `recipe` (`parc_surgery_recipe`).
 
     `impl` "auto" exports each ParC as the backend onnxruntime runs fastest at its shape
     (`choose_export_impls`); "spatial" / "circulant" export every ParC that way. The
@@ -269,6 +303,7 @@ def export_onnx(
                     f"(tolerance {tolerance:.3g})",
                     hint="try the other --impl; the file was not written",
                 )
+            _write_metadata(proto, tmp, onnx_metadata(model, input_size, recipe))
             size_bytes = Path(tmp).stat().st_size
     return {
         "output": str(target),

@@ -101,6 +101,7 @@ def quantize_export(
     impl: str = "auto",
     fuse: bool = True,
     force: bool = False,
+    recipe: dict | None = None,
     train_split: str = "train",
     val_split: str = "val",
 ) -> dict:
@@ -127,7 +128,9 @@ def quantize_export(
 
     with tempfile.TemporaryDirectory(prefix="parc-int8-") as folder:
         fp32 = Path(folder, "fp32.onnx")
-        exported = export_onnx(model, fp32, input_size=input_size, impl=impl, fuse=fuse)
+        exported = export_onnx(
+            model, fp32, input_size=input_size, impl=impl, fuse=fuse, recipe=recipe
+        )
         from parc_surgery.analysis.bench_onnx import ort_session
 
         input_name = ort_session(fp32).get_inputs()[0].name

@@ -13,8 +13,10 @@ from __future__ import annotations
 import copy
 
 import torch
-from timm.layers import DropPath, register_notrace_module
+from timm.layers import DropPath
 from torch import nn
+
+from parc_surgery.ops.fx_leaf import fx_leaf
 
 from .local_conv import global_kernel_size, refuse_stride, require_type
 from .registry import ReplacementContext, ReplacementError, register_replacement
@@ -183,7 +185,7 @@ class ParCMetaFormerBlock(nn.Module):
         return x + self.drop_path(self.ca(self.ffn(x)))
 
 
-@register_notrace_module  # an FX leaf, as its ParCs (timm feature extraction)
+@fx_leaf  # an FX leaf, as its ParCs (timm feature extraction)
 class ParCMobileVitBlock(nn.Module):
     """MobileViT block with its transformer replaced by a stack of ParC meta-former blocks.
 

@@ -19,8 +19,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import register_notrace_module
 from torch import nn
+
+from parc_surgery.ops.fx_leaf import fx_leaf
 
 from .local_conv import global_kernel_size, refuse_stride, require_type
 from .parc_mixer import ParCSpatialMixer
@@ -32,7 +33,7 @@ __all__ = ["ParCMapBlock", "ParCMobileVitV2Block", "build_parc_mobilevitv2"]
 _ACCEPTS = ("MobileVitV2Block",)
 
 
-@register_notrace_module
+@fx_leaf
 class ParCMapBlock(nn.Module):
     """A LinearTransformerBlock on the (B, C, H, W) map, ParC in place of its attention."""
 
@@ -47,7 +48,7 @@ class ParCMapBlock(nn.Module):
         return x + self.drop_path2(self.mlp(self.norm2(x)))
 
 
-@register_notrace_module
+@fx_leaf
 class ParCMobileVitV2Block(nn.Module):
     """MobileVitV2Block whose transformer runs ParC on the map: no unfold, no attention."""
 

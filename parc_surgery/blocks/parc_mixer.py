@@ -18,15 +18,15 @@ other feature sizes. No channel shuffle between the stages (published ParC-Net-S
 from __future__ import annotations
 
 import torch
-from timm.layers import register_notrace_module
 from torch import nn
 
 from parc_surgery.ops import ParC, ParCPair, resample_kernel
+from parc_surgery.ops.fx_leaf import fx_leaf
 
 __all__ = ["ParCSpatialMixer"]
 
 
-@register_notrace_module
+@fx_leaf
 class ParCSpatialMixer(nn.Module):
     """Global depthwise ParC in both directions on a (B, C, H, W) map; no bias, no residual.
 

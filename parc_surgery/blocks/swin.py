@@ -14,8 +14,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from timm.layers import register_notrace_module
 from torch import nn
+
+from parc_surgery.ops.fx_leaf import fx_leaf
 
 from .local_conv import global_kernel_size, require_type
 from .parc_mixer import ParCSpatialMixer
@@ -29,7 +30,7 @@ _SWIN_MODULE = "timm.models.swin_transformer"
 _KEPT = ("norm1", "drop_path1", "norm2", "mlp", "drop_path2")
 
 
-@register_notrace_module
+@fx_leaf
 class ParCSwinBlock(nn.Module):
     """Swin block with ParC over the whole map instead of (shifted) window attention.
 

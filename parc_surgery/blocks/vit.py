@@ -23,10 +23,10 @@ import copy
 import math
 
 import torch
-from timm.layers import register_notrace_module
 from torch import nn
 
 from parc_surgery.errors import UsageError
+from parc_surgery.ops.fx_leaf import fx_leaf
 
 from .local_conv import global_kernel_size, require_type
 from .parc_mixer import ParCSpatialMixer
@@ -83,7 +83,7 @@ def token_grid(
     )
 
 
-@register_notrace_module
+@fx_leaf
 class ParCViTBlock(nn.Module):
     """Pre-norm transformer block with ParC on the token grid instead of attention.
 

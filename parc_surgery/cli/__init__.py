@@ -67,6 +67,7 @@ def _main_options(version: VersionOpt = False) -> None:
 from parc_surgery.cli import analysis as _analysis  # noqa: E402, F401  (erf, bench, export)
 from parc_surgery.cli import batch as _batch  # noqa: E402, F401
 from parc_surgery.cli import cam as _cam  # noqa: E402, F401
+from parc_surgery.cli import hub as _hub  # noqa: E402, F401  (save-pretrained)
 from parc_surgery.cli import inspect as _inspect  # noqa: E402, F401  (inspect, rules)
 from parc_surgery.cli import official as _official  # noqa: E402, F401  (import/export-official)
 from parc_surgery.cli import train as _train  # noqa: E402, F401  (eval, finetune)

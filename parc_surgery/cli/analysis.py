@@ -522,10 +522,13 @@ def export_command(
                 calibration=calibration_images,
                 impl=impl,
                 fuse=fuse,
+                recipe=recipe,
                 force=force,
             )
         else:
-            result = export_onnx(model, out, input_size=size, force=force, impl=impl, fuse=fuse)
+            result = export_onnx(
+                model, out, input_size=size, force=force, impl=impl, fuse=fuse, recipe=recipe
+            )
     if fmt == "json":
         _emit(ui, fmt, result, None)
         return

@@ -6,11 +6,11 @@ import math
 
 import torch
 import torch.nn as nn
-from timm.layers import register_notrace_module
 
 from .backends import BACKENDS, eager_inference
 from .dispatch import current_forced_impl
 from .functional import check_direction, check_input, kernel_axis, resolve_impl
+from .fx_leaf import fx_leaf
 from .resample import resample_kernel
 
 __all__ = ["ParC", "ParCPair"]
@@ -19,7 +19,7 @@ __all__ = ["ParC", "ParCPair"]
 _CACHE_SIZE = 8
 
 
-@register_notrace_module  # an FX leaf: forward resamples by the runtime size
+@fx_leaf  # an FX leaf: forward resamples by the runtime size
 class ParC(nn.Module):
     """Position aware circular convolution along one axis ('H' or 'W') of a (B, C, H, W) map.
 
@@ -198,7 +198,7 @@ def _half_groups(groups_per_half: int | str | None, chs: int) -> int:
     return groups_per_half
 
 
-@register_notrace_module
+@fx_leaf
 class ParCPair(nn.Module):
     """The ParC plug-in for a local conv: 'H' ParC on channels[:C//2], 'W' ParC on the rest.
 
