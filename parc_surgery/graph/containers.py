@@ -82,10 +82,13 @@ def find_containers(
         if is_container(module):
             children[path] = [name for name, _ in module.named_children()]
     modules = dict(model.named_modules())
+    inner = _block_internals(children, modules, stage_of)
     block: dict[str, int] = {}
     for path, names in children.items():
         if any(b == "" or path.startswith(b + ".") for b in block):
             continue  # nested inside a block of an outer block container
+        if any(path.startswith(b + ".") for b in inner):
+            continue  # a block's own Sequential (torchvision's `block`, Xception's `stack`)
         kids = [modules[_join(path, n)] for n in names]
         composite = [k for k in kids if next(k.children(), None) is not None]
         if not composite or not all(_is_block_or_reshape(k) for k in kids):
@@ -104,6 +107,37 @@ def find_containers(
                 runs.update(_runs(path, names, modules, stage_of, channels_of))
         block.update({run: stage_of[member] for member, (run, _, _) in runs.items()})
     return Containers(children, block, runs)
+
+
+def _block_internals(
+    children: dict[str, list[str]],
+    modules: dict[str, nn.Module],
+    stage_of: dict[str, int | None],
+) -> set[str]:
+    """Paths of blocks whose inner containers are not stages.
+
+    A container's composite (non-container) children of one class are blocks when two of
+    them run at one stage (torchvision's InvertedResiduals in `features`, Xception's
+    middle-flow Blocks); a ConvNeXtStage, one per stage, is not, so its `blocks` stays a
+    block container. Every child of such a class is a block, whatever its stage.
+    """
+    found: set[str] = set()
+    for path, names in children.items():
+        seen: dict[tuple[type, int], int] = {}
+        kinds: dict[type, list[str]] = {}
+        for name in names:
+            child = _join(path, name)
+            module = modules[child]
+            if next(module.children(), None) is None or is_container(module):
+                continue
+            kinds.setdefault(type(module), []).append(child)
+            stage = stage_of.get(child)
+            if stage is not None:
+                seen[(type(module), stage)] = seen.get((type(module), stage), 0) + 1
+        for kind, paths in kinds.items():
+            if any(count >= 2 for (k, _), count in seen.items() if k is kind):
+                found.update(paths)
+    return found
 
 
 def _related(path: str, other: str) -> bool:
