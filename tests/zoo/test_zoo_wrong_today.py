@@ -61,3 +61,52 @@ def test_converting_a_converted_resnet_says_already_converted():
     with pytest.raises(NothingMatchedError, match="already converted") as err:
         ps.parcify_(model, rules="resnet")
     assert err.value.exit_code == 3
+
+
+def test_inspect_agrees_with_convert_on_a_class_name_match():
+    # torchvision's SwinTransformerBlock matched swin.yaml by class name: inspect listed
+    # "would replace" while convert exits 2. inspect now builds what convert builds.
+    from parc_surgery.cli.inspect import model_overview
+    from parc_surgery.errors import ParcSurgeryError
+
+    overview = model_overview("torchvision:swin_t", {}, (224, 224))
+    swin = overview["shipped_rules"]["swin"]
+    assert swin["matches"] == [] and "torchvision" in swin["error"]
+    with pytest.raises(ParcSurgeryError) as err:
+        plan_conversion("torchvision:swin_t", rules="swin")
+    assert err.value.exit_code == 2
+
+
+class _Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return x + self.bn(self.conv2(self.conv1(x)))
+
+
+class _Net(nn.Module):
+    """Each stage Sequential starts with a plain strided 1x1 conv, then its blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        widths = [8, 16, 24, 32, 48]
+        self.stages = nn.Sequential(
+            *[
+                nn.Sequential(nn.Conv2d(a, b, 1, stride=2), *[_Block(b) for _ in range(4)])
+                for a, b in zip(widths, widths[1:], strict=False)
+            ]
+        )
+
+    def forward(self, x):
+        return self.stages(self.stem(x))
+
+
+def test_stage_found_whatever_its_first_child():
+    planned = plan_conversion(_Net(), rules="generic", stages=[2, 3, 4], input_size=(128, 128))
+    assert sorted(planned.graph.stages) == [1, 2, 3, 4]
+    assert {s.stage for s in planned.plan.swaps} == {2, 3, 4}
