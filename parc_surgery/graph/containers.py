@@ -154,26 +154,17 @@ def _runs(
 ) -> dict[str, tuple[str, int, int]]:
     """{block path: (run name, index, length)} for the runs among a container's children.
 
-    Nothing when a child is a plain layer (a transition's conv: not a stack of blocks),
-    or when runs average under two blocks (every block its own width, as in RexNet or
-    DPN: a run of one places nothing that the whole container would not).
+    Nothing when a child is a plain layer (a transition's conv: not a stack of blocks).
+    When runs of one width average under two blocks (every block its own width, as in
+    RexNet or DPN), runs are one per class and stage; nothing if those are still short.
     """
     if any(next(modules[_join(path, n)].children(), None) is None for n in names):
         return {}
-    groups: list[list[int]] = []
-    last_key = None
-    for i, name in enumerate(names):
-        child = _join(path, name)
-        module = modules[child]
-        composite = next(module.children(), None) is not None and not is_container(module)
-        key = (type(module), stage_of.get(child), channels_of.get(child)) if composite else None
-        if key is None or key[1] is None or key[2] is None:
-            last_key = None
-            continue
-        if key != last_key:
-            groups.append([])
-        groups[-1].append(i)
-        last_key = key
+    groups = _grouped(path, names, modules, stage_of, channels_of)
+    if not groups or sum(map(len, groups)) < 2 * len(groups):
+        # Every block its own width (RexNet, DPN): one run per stage instead, so
+        # positional rules count per stage, never over the whole container.
+        groups = _grouped(path, names, modules, stage_of, None)
     if not groups or sum(map(len, groups)) < 2 * len(groups):
         return {}
     found = {}
@@ -182,6 +173,32 @@ def _runs(
         for index, i in enumerate(group):
             found[_join(path, names[i])] = (run, index, len(group))
     return found
+
+
+def _grouped(
+    path: str,
+    names: list[str],
+    modules: dict[str, nn.Module],
+    stage_of: dict[str, int | None],
+    channels_of: dict[str, int] | None,
+) -> list[list[int]]:
+    """Indices of consecutive composite children of one class, stage (and width)."""
+    groups: list[list[int]] = []
+    last_key = None
+    for i, name in enumerate(names):
+        child = _join(path, name)
+        module = modules[child]
+        composite = next(module.children(), None) is not None and not is_container(module)
+        width = channels_of.get(child) if channels_of is not None else 0
+        key = (type(module), stage_of.get(child), width) if composite else None
+        if key is None or key[1] is None or key[2] is None:
+            last_key = None
+            continue
+        if key != last_key:
+            groups.append([])
+        groups[-1].append(i)
+        last_key = key
+    return groups
 
 
 def container_blocks(model: nn.Module, container: str) -> list[nn.Module]:

@@ -110,3 +110,11 @@ def test_stage_found_whatever_its_first_child():
     planned = plan_conversion(_Net(), rules="generic", stages=[2, 3, 4], input_size=(128, 128))
     assert sorted(planned.graph.stages) == [1, 2, 3, 4]
     assert {s.stage for s in planned.plan.swaps} == {2, 3, 4}
+
+
+def test_rexnet_last_half_is_per_stage():
+    # Every RexNet block has its own width, so no runs of one width formed and "last
+    # half" was taken over all 16 blocks of `features` (2 of 6 in stage 3, 4 of 5 in 4).
+    planned = plan_conversion("rexnet_100", rules="generic", input_size=(128, 128))
+    placed = {(s.stage, s.index, s.container_len) for s in planned.plan.swaps}
+    assert placed == {(3, 3, 6), (3, 4, 6), (3, 5, 6), (4, 3, 5), (4, 4, 5)}, placed
