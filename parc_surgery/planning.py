@@ -14,6 +14,7 @@ from torch import nn
 
 from parc_surgery.blocks.registry import build_for_swap
 from parc_surgery.costs import count_macs, count_params, model_macs
+from parc_surgery.errors import NothingMatchedError
 from parc_surgery.ops import ParC
 from parc_surgery.plan import ModelSource, Plan, Swap
 
@@ -107,6 +108,12 @@ def build_plan(
             prefix_tokens=info.prefix_tokens,
         )
         original = model.get_submodule(match.path)
+        if any(isinstance(m, ParC) for m in original.modules()):
+            raise NothingMatchedError(
+                f"{model_name} is already converted: {match.path} (selected by {match.rule}) "
+                "already holds ParC layers, so there is nothing left for the rules to swap",
+                hint="convert the unconverted base model, or load the converted one as it is",
+            )
         new = build_for_swap(original, swap)
         swap.old_module = one_line(original, reference=new)
         swap.new_module = one_line(new, reference=original)

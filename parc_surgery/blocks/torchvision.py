@@ -26,6 +26,7 @@ __all__ = ["build_tv_bottleneck", "build_tv_cnblock", "build_tv_inverted_residua
 
 TV_BOTTLENECK = "torchvision.models.resnet.Bottleneck"
 TV_INVERTED_RESIDUAL = "torchvision.models.mobilenetv2.InvertedResidual"
+TV_INVERTED_RESIDUAL_V3 = "torchvision.models.mobilenetv3.InvertedResidual"
 TV_CNBLOCK = "torchvision.models.convnext.CNBlock"
 
 
@@ -51,19 +52,23 @@ def build_tv_bottleneck(module: nn.Module, ctx: ReplacementContext) -> nn.Module
     return build_parc_bottleneck(module, ctx)
 
 
-@register_builder("parc_inverted_residual", accepts=(TV_INVERTED_RESIDUAL,))
+@register_builder("parc_inverted_residual", accepts=(TV_INVERTED_RESIDUAL, TV_INVERTED_RESIDUAL_V3))
 def build_tv_inverted_residual(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
-    """torchvision InvertedResidual: its depthwise conv -> depthwise ParC pair; rest kept."""
+    """torchvision InvertedResidual (MobileNetV2 `conv`, MobileNetV3 `block`): its depthwise
+    conv -> depthwise ParC pair; rest kept."""
     if getattr(module, "stride", 1) != 1:
         refuse_stride(ctx, f"this InvertedResidual has stride {module.stride}")
+    inner = "conv" if hasattr(module, "conv") else "block"
     found = [
-        f"conv.{i}.0"
-        for i, stage in enumerate(module.conv)
+        f"{inner}.{i}.0"
+        for i, stage in enumerate(getattr(module, inner))
         if isinstance(stage, nn.Sequential) and len(stage) and _is_depthwise(stage[0])
     ]
+    if len(found) == 1 and module.get_submodule(found[0]).stride not in (1, (1, 1)):
+        refuse_stride(ctx, "this InvertedResidual's depthwise conv has stride 2")
     if len(found) != 1:
         raise ReplacementError(
-            f"this InvertedResidual has {len(found)} depthwise convs in `conv`, not one",
+            f"this InvertedResidual has {len(found)} depthwise convs in `{inner}`, not one",
             where=ctx.path,
             hint="it is not torchvision's MobileNetV2 layout; convert its conv with "
             "`op: depthwise_conv` and parc_dwconv instead",

@@ -40,6 +40,7 @@ def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[st
     from parc_surgery.attention import find_attention
     from parc_surgery.graph import analyze, container_blocks
     from parc_surgery.models import create_model
+    from parc_surgery.planning import build_plan
     from parc_surgery.rules import default_rules_for, load_rules, match, shipped_configs
 
     model = create_model(name, model_args).eval()
@@ -62,7 +63,22 @@ def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[st
     shipped = {}
     for config in shipped_configs():
         try:
-            result = match(load_rules(config), graph, model, None)
+            ruleset = load_rules(config)
+            result = match(ruleset, graph, model, None)
+            # Build what convert would build: a class-name match whose builder refuses
+            # the module (another library's block of the same name) is not a "would
+            # replace", so inspect and convert agree.
+            build_plan(
+                model,
+                model_name=name,
+                model_args=model_args,
+                graph=graph,
+                matches=result.matches,
+                stages=result.stages,
+                rules_source=ruleset.source,
+                rules=ruleset.to_dict(),
+                warnings=result.warnings,
+            )
             shipped[config] = {"stages": result.stages, "matches": [m.path for m in result.matches]}
         except ParcSurgeryError as err:
             shipped[config] = {"stages": [], "matches": [], "error": err.message}

@@ -82,10 +82,13 @@ def find_containers(
         if is_container(module):
             children[path] = [name for name, _ in module.named_children()]
     modules = dict(model.named_modules())
+    inner = _block_internals(children, modules, stage_of)
     block: dict[str, int] = {}
     for path, names in children.items():
         if any(b == "" or path.startswith(b + ".") for b in block):
             continue  # nested inside a block of an outer block container
+        if any(path.startswith(b + ".") for b in inner):
+            continue  # a block's own Sequential (torchvision's `block`, Xception's `stack`)
         kids = [modules[_join(path, n)] for n in names]
         composite = [k for k in kids if next(k.children(), None) is not None]
         if not composite or not all(_is_block_or_reshape(k) for k in kids):
@@ -106,6 +109,37 @@ def find_containers(
     return Containers(children, block, runs)
 
 
+def _block_internals(
+    children: dict[str, list[str]],
+    modules: dict[str, nn.Module],
+    stage_of: dict[str, int | None],
+) -> set[str]:
+    """Paths of blocks whose inner containers are not stages.
+
+    A container's composite (non-container) children of one class are blocks when two of
+    them run at one stage (torchvision's InvertedResiduals in `features`, Xception's
+    middle-flow Blocks); a ConvNeXtStage, one per stage, is not, so its `blocks` stays a
+    block container. Every child of such a class is a block, whatever its stage.
+    """
+    found: set[str] = set()
+    for path, names in children.items():
+        seen: dict[tuple[type, int], int] = {}
+        kinds: dict[type, list[str]] = {}
+        for name in names:
+            child = _join(path, name)
+            module = modules[child]
+            if next(module.children(), None) is None or is_container(module):
+                continue
+            kinds.setdefault(type(module), []).append(child)
+            stage = stage_of.get(child)
+            if stage is not None:
+                seen[(type(module), stage)] = seen.get((type(module), stage), 0) + 1
+        for kind, paths in kinds.items():
+            if any(count >= 2 for (k, _), count in seen.items() if k is kind):
+                found.update(paths)
+    return found
+
+
 def _related(path: str, other: str) -> bool:
     """One path is the other or inside it (either way round)."""
     return path == other or path.startswith(other + ".") or other.startswith(path + ".")
@@ -120,26 +154,17 @@ def _runs(
 ) -> dict[str, tuple[str, int, int]]:
     """{block path: (run name, index, length)} for the runs among a container's children.
 
-    Nothing when a child is a plain layer (a transition's conv: not a stack of blocks),
-    or when runs average under two blocks (every block its own width, as in RexNet or
-    DPN: a run of one places nothing that the whole container would not).
+    Nothing when a child is a plain layer (a transition's conv: not a stack of blocks).
+    When runs of one width average under two blocks (every block its own width, as in
+    RexNet or DPN), runs are one per class and stage; nothing if those are still short.
     """
     if any(next(modules[_join(path, n)].children(), None) is None for n in names):
         return {}
-    groups: list[list[int]] = []
-    last_key = None
-    for i, name in enumerate(names):
-        child = _join(path, name)
-        module = modules[child]
-        composite = next(module.children(), None) is not None and not is_container(module)
-        key = (type(module), stage_of.get(child), channels_of.get(child)) if composite else None
-        if key is None or key[1] is None or key[2] is None:
-            last_key = None
-            continue
-        if key != last_key:
-            groups.append([])
-        groups[-1].append(i)
-        last_key = key
+    groups = _grouped(path, names, modules, stage_of, channels_of)
+    if not groups or sum(map(len, groups)) < 2 * len(groups):
+        # Every block its own width (RexNet, DPN): one run per stage instead, so
+        # positional rules count per stage, never over the whole container.
+        groups = _grouped(path, names, modules, stage_of, None)
     if not groups or sum(map(len, groups)) < 2 * len(groups):
         return {}
     found = {}
@@ -148,6 +173,32 @@ def _runs(
         for index, i in enumerate(group):
             found[_join(path, names[i])] = (run, index, len(group))
     return found
+
+
+def _grouped(
+    path: str,
+    names: list[str],
+    modules: dict[str, nn.Module],
+    stage_of: dict[str, int | None],
+    channels_of: dict[str, int] | None,
+) -> list[list[int]]:
+    """Indices of consecutive composite children of one class, stage (and width)."""
+    groups: list[list[int]] = []
+    last_key = None
+    for i, name in enumerate(names):
+        child = _join(path, name)
+        module = modules[child]
+        composite = next(module.children(), None) is not None and not is_container(module)
+        width = channels_of.get(child) if channels_of is not None else 0
+        key = (type(module), stage_of.get(child), width) if composite else None
+        if key is None or key[1] is None or key[2] is None:
+            last_key = None
+            continue
+        if key != last_key:
+            groups.append([])
+        groups[-1].append(i)
+        last_key = key
+    return groups
 
 
 def container_blocks(model: nn.Module, container: str) -> list[nn.Module]:

@@ -1,0 +1,120 @@
+"""Placements that were wrong before: block internals taken for stages, foreign blocks
+reaching timm's builder, converting a converted model."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
+
+import parc_surgery as ps
+from parc_surgery.errors import NothingMatchedError
+from parc_surgery.pipeline import plan_conversion
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
+def _swaps(planned) -> list[str]:
+    return [s.path for s in planned.plan.swaps]
+
+
+def test_torchvision_mobilenet_v3_inner_block_is_not_a_stage():
+    # Each InvertedResidual's own `block` Sequential used to be taken for the stage, so
+    # nothing was positioned in the last half of a stage and 0 convs were planned.
+    planned = plan_conversion(torchvision.models.mobilenet_v3_small(), rules="generic")
+    paths = _swaps(planned)
+    assert paths, "generic rules plan nothing on torchvision's mobilenet_v3_small"
+    assert all(p.startswith("features.") and ".block.1.0" in p for p in paths), paths
+    assert "features.11.block.1.0" in paths  # last block of stage 4
+
+
+@pytest.mark.parametrize("factory", ["mobilenet_v3_small", "mobilenet_v3_large"])
+def test_torchvision_mobilenet_v3_takes_mobilenetv2_rules(factory):
+    # timm's builder used to get torchvision's InvertedResidual: AttributeError conv_dw.
+    model = getattr(torchvision.models, factory)()
+    planned = plan_conversion(model, rules="mobilenetv2")
+    assert planned.plan.swaps
+    for swap in planned.plan.swaps:
+        assert swap.index >= 2 and swap.stage in (3, 4)
+    ps.parcify_(model, rules="mobilenetv2")
+    n_parc = sum(isinstance(m, ps.ops.ParC) for m in model.modules())
+    assert n_parc == 2 * len(planned.plan.swaps)
+    model(torch.randn(1, 3, 96, 96)).sum().backward()
+
+
+def test_xception_last_half_is_per_stage_not_per_stack():
+    # "Last half" used to be taken inside each Block's `stack` (all 8 middle-flow blocks).
+    planned = plan_conversion("xception41", rules="generic", input_size=(160, 160))
+    blocks = sorted({int(p.split(".")[1]) for p in _swaps(planned)})
+    # Middle flow: blocks.3 .. blocks.10 (stride 16); last half -> 7 .. 10.
+    assert blocks == [7, 8, 9, 10], blocks
+
+
+def test_converting_a_converted_resnet_says_already_converted():
+    model = timm.create_model("resnet18", pretrained=False)
+    ps.parcify_(model, rules="resnet")
+    with pytest.raises(NothingMatchedError, match="already converted") as err:
+        ps.parcify_(model, rules="resnet")
+    assert err.value.exit_code == 3
+
+
+def test_inspect_agrees_with_convert_on_a_class_name_match():
+    # torchvision's SwinTransformerBlock matched swin.yaml by class name: inspect listed
+    # "would replace" while convert exits 2. inspect now builds what convert builds.
+    from parc_surgery.cli.inspect import model_overview
+    from parc_surgery.errors import ParcSurgeryError
+
+    overview = model_overview("torchvision:swin_t", {}, (224, 224))
+    swin = overview["shipped_rules"]["swin"]
+    assert swin["matches"] == [] and "torchvision" in swin["error"]
+    with pytest.raises(ParcSurgeryError) as err:
+        plan_conversion("torchvision:swin_t", rules="swin")
+    assert err.value.exit_code == 2
+
+
+class _Block(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 1)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, groups=c)
+        self.bn = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return x + self.bn(self.conv2(self.conv1(x)))
+
+
+class _Net(nn.Module):
+    """Each stage Sequential starts with a plain strided 1x1 conv, then its blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        widths = [8, 16, 24, 32, 48]
+        self.stages = nn.Sequential(
+            *[
+                nn.Sequential(nn.Conv2d(a, b, 1, stride=2), *[_Block(b) for _ in range(4)])
+                for a, b in zip(widths, widths[1:], strict=False)
+            ]
+        )
+
+    def forward(self, x):
+        return self.stages(self.stem(x))
+
+
+def test_stage_found_whatever_its_first_child():
+    planned = plan_conversion(_Net(), rules="generic", stages=[2, 3, 4], input_size=(128, 128))
+    assert sorted(planned.graph.stages) == [1, 2, 3, 4]
+    assert {s.stage for s in planned.plan.swaps} == {2, 3, 4}
+
+
+def test_rexnet_last_half_is_per_stage():
+    # Every RexNet block has its own width, so no runs of one width formed and "last
+    # half" was taken over all 16 blocks of `features` (2 of 6 in stage 3, 4 of 5 in 4).
+    planned = plan_conversion("rexnet_100", rules="generic", input_size=(128, 128))
+    placed = {(s.stage, s.index, s.container_len) for s in planned.plan.swaps}
+    assert placed == {(3, 3, 6), (3, 4, 6), (3, 5, 6), (4, 3, 5), (4, 4, 5)}, placed
