@@ -7,9 +7,10 @@ writes OUT_DIR/train/<digit>/<index>.png and OUT_DIR/val/<digit>/<index>.png: th
 real 8x8 images of `sklearn.datasets.load_digits` (bundled with scikit-learn, nothing is
 downloaded), split per class (stratified, seeded), drawn white on black, upscaled with
 bicubic interpolation to SIZE x SIZE and saved as RGB PNGs. Each digit is first framed by
-`--pad` (default 1) black source pixels on every side, so the ink fills the central 80% and
-timm's centre crop at eval (crop_pct 0.875 or more) never cuts into a digit. `--per-class N` keeps only
-the first N images of each class before the split (small sets for tests).
+`--pad` (default 1) black source pixels on every side, so the ink fills the central 80%
+and timm's centre crop at eval (crop_pct 0.875 or more) never cuts into a digit.
+`--per-class N` keeps only the first N images of each class before the split (small sets for
+tests).
 """
 
 from __future__ import annotations

@@ -205,7 +205,8 @@ def eval_command(
     --weights FILE (and --model-arg num_classes=N for a head other than ImageNet's).
     Images are resized, centre-cropped and normalised exactly as timm's validation
     transform does for the model's pretrained_cfg (--crop-pct changes the crop); what was
-    applied is printed on stderr and in the JSON's `preprocessing`. Under torchrun each rank evaluates a shard; the numbers are all-reduced.
+    applied is printed on stderr and in the JSON's `preprocessing`. Under torchrun each
+    rank evaluates a shard; the numbers are all-reduced.
     """
     from parc_surgery.report import dumps
     from parc_surgery.train import evaluate_source

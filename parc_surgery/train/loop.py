@@ -5,9 +5,10 @@ and phase 2 (fine-tune) epoch by epoch, evaluates after every epoch, keeps the w
 of the best phase-2 epoch, and loads them into the student at the end. "Best" is read on
 the selection holdout (held-out training images: highest top-1, then lowest loss), never
 on the val split it reports; without a holdout the last epoch is kept. The warm-started
-model competes too: when no phase-2 epoch beats it on the holdout, it is written instead,
-with a warning; the record's `written` says which state was written. With a checkpoint directory it writes the resumable state after
-every epoch; SIGINT / SIGTERM stop the run after the current step, with the state saved.
+model competes too: when no phase-2 epoch beats it on the holdout, it is written
+instead, with a warning; the record's `written` says which state was written. With a
+checkpoint directory it writes the resumable state after every epoch; SIGINT / SIGTERM
+stop the run after the current step, with the state saved.
 """
 
 from __future__ import annotations

@@ -178,7 +178,9 @@ def test_eval_applies_timms_validation_transform_and_crop_pct_changes_it(tmp_pat
     assert default.exit_code == 0 and whole.exit_code == 0, default.output + whole.output
     cfg = resolve_data_config(args={"input_size": (3, 64, 64)}, model=model)
     applied = json.loads(default.stdout)["preprocessing"]
-    assert applied["crop_pct"] == cfg["crop_pct"] and applied["interpolation"] == cfg["interpolation"]
+    assert (
+        applied["crop_pct"] == cfg["crop_pct"] and applied["interpolation"] == cfg["interpolation"]
+    )
     assert json.loads(whole.stdout)["preprocessing"]["crop_pct"] == 1.0
     assert "crop_pct 1" in whole.stderr and "preprocessing:" in default.stderr
     # The transform used is timm's, image for image.
