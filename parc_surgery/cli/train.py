@@ -147,12 +147,25 @@ def _stop_at_once():
         raise Interrupted("interrupted: stopped at once") from None
 
 
+CropPctOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--crop-pct",
+        help="Eval resize-and-crop share (timm's crop_pct; 1.0: no crop). "
+        "Default: the model's pretrained_cfg.",
+    ),
+]
+
+
 def _data_config(data, dataset, input_size, batch_size, workers, **extra):
     from parc_surgery.train import DataConfig
 
     for name, value, least in (("--batch-size", batch_size, 1), ("--workers", workers, 0)):
         if value < least:
             raise UsageError(f"{name} must be at least {least}, got {value}")
+    crop = extra.get("crop_pct")
+    if crop is not None and not 0 < crop <= 1:
+        raise UsageError(f"--crop-pct {crop}: give a share in (0, 1] (1.0 keeps the whole image)")
     return DataConfig(
         root=data,
         dataset=dataset,
@@ -186,6 +199,7 @@ def eval_command(
         int | None,
         typer.Option("--limit", help="Evaluate N images, spread evenly over the split."),
     ] = None,
+    crop_pct: CropPctOpt = None,
     device: DeviceOpt = "auto",
     threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
@@ -195,8 +209,10 @@ def eval_command(
 
     MODEL is a parc-surgery checkpoint (it holds its weights) or a timm model name with
     --weights FILE (and --model-arg num_classes=N for a head other than ImageNet's).
-    Images are resized and normalised as the model's pretrained_cfg says (timm's eval
-    transform). Under torchrun each rank evaluates a shard; the numbers are all-reduced.
+    Images are resized, centre-cropped and normalised exactly as timm's validation
+    transform does for the model's pretrained_cfg (--crop-pct changes the crop); what was
+    applied is printed on stderr and in the JSON's `preprocessing`. Under torchrun each
+    rank evaluates a shard; the numbers are all-reduced.
     """
     from parc_surgery.report import dumps
     from parc_surgery.train import evaluate_source
@@ -205,7 +221,14 @@ def eval_command(
     fmt = DataFormat(fmt).value
     set_threads(threads)
     config = _data_config(
-        data, dataset, input_size, batch_size, workers, val_split=split, allow_outside=allow_outside
+        data,
+        dataset,
+        input_size,
+        batch_size,
+        workers,
+        val_split=split,
+        allow_outside=allow_outside,
+        crop_pct=crop_pct,
     )
     with _distributed(device) as info:
         ui = Output(quiet=quiet or not info.is_main, fmt=fmt)
@@ -316,6 +339,15 @@ def finetune_command(
         float, typer.Option("--scale", help="RandomResizedCrop's smallest area share.")
     ] = 0.08,
     hflip: Annotated[float, typer.Option("--hflip", help="Horizontal flip probability.")] = 0.5,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            "--holdout",
+            help="Share of the training images held out to pick the best epoch (never "
+            "trained on); 0 keeps the last epoch. --val-split is only reported.",
+        ),
+    ] = 0.1,
+    crop_pct: CropPctOpt = None,
     checkpoint_dir: Annotated[
         Path | None,
         typer.Option("--checkpoint-dir", help="Write resumable state here after every epoch."),
@@ -348,8 +380,10 @@ def finetune_command(
     original block's output from the original's input (captured from the teacher),
     MSE. Phase 2 (--epochs) trains the whole model on cross-entropy plus KL divergence
     to the teacher's logits: AdamW, cosine schedule, gradient clipping. Each epoch ends
-    with an evaluation; the best phase-2 epoch is written to --output with a `training`
-    record in its recipe. Under `torchrun --nproc_per_node=N` the same command runs
+    with an evaluation; the phase-2 epoch best on the selection holdout (--holdout of
+    the training images, never the reported --val-split) is written to --output with a
+    `training` record in its recipe; if none beats the warm-started model there, that
+    is written instead, with a warning. Under `torchrun --nproc_per_node=N` the same command runs
     DistributedDataParallel (--batch-size is per process). Ctrl-C stops after the current
     step and saves the state to --checkpoint-dir (exit 130).
     """
@@ -377,6 +411,8 @@ def finetune_command(
         scale=scale,
         hflip=hflip,
         allow_outside=allow_outside,
+        holdout=holdout,
+        crop_pct=crop_pct,
     )
     target = (
         output if output is not None else checkpoint.with_name(f"{checkpoint.stem}-ft.safetensors")

@@ -22,19 +22,23 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from parc_surgery.errors import DataError
+from parc_surgery.errors import DataError, UsageError
 
 __all__ = [
     "DataConfig",
     "EpochSampler",
+    "HeldOut",
     "ImageSet",
     "ShardSampler",
     "UnreadableImage",
     "check_tree",
     "batches",
+    "describe_preprocessing",
     "eval_loader",
     "head_classes",
+    "holdout_indices",
     "open_split",
+    "preprocessing",
     "train_loader",
     "transform_for",
 ]
@@ -55,6 +59,10 @@ class DataConfig:
     scale: float = 0.08  # RandomResizedCrop's smallest area share
     hflip: float = 0.5
     allow_outside: bool = False  # follow symlinks that leave `root`
+    # Share of the training images held out (eval transform, never trained on) to pick
+    # the best epoch; 0 keeps the last epoch. The reported split is never read to choose.
+    holdout: float = 0.1
+    crop_pct: float | None = None  # None: the model's pretrained_cfg crop_pct (timm's eval)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +76,8 @@ class DataConfig:
             "augment": self.augment,
             "scale": self.scale,
             "hflip": self.hflip,
+            "holdout": self.holdout,
+            "crop_pct": self.crop_pct,
         }
 
 
@@ -269,11 +279,36 @@ def _create(name: str, where: str, kwargs: dict[str, Any]) -> ImageSet:
     return images
 
 
+def preprocessing(model: nn.Module, config: DataConfig, input_size) -> dict[str, Any]:
+    """timm's validation preprocessing for `model` at `input_size` (resolve_data_config on
+    its pretrained_cfg; `config.crop_pct` replaces the cfg's crop_pct when given)."""
+    from timm.data import resolve_data_config
+
+    args: dict[str, Any] = {"input_size": (3, *input_size)}
+    if config.crop_pct is not None:
+        args["crop_pct"] = config.crop_pct
+    data_cfg = resolve_data_config(args=args, model=model)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in data_cfg.items()}
+
+
+def describe_preprocessing(cfg: dict[str, Any]) -> str:
+    """One line: what an eval transform does to each image."""
+    h, w = cfg["input_size"][1:]
+    crop = cfg["crop_pct"]
+    return (
+        f"preprocessing: resize ({cfg['interpolation']}) to {h / crop:.0f} px on the short "
+        f"side, {cfg['crop_mode']} crop {h}x{w} (crop_pct {crop:g}), normalise mean "
+        f"{tuple(round(x, 3) for x in cfg['mean'])} std {tuple(round(x, 3) for x in cfg['std'])}"
+    )
+
+
 def transform_for(model: nn.Module, config: DataConfig, input_size, *, training: bool):
     """timm's transform with the model's normalisation at `input_size` (H, W)."""
-    from timm.data import create_transform, resolve_data_config
+    from timm.data import create_transform
 
-    data_cfg = resolve_data_config(args={"input_size": (3, *input_size)}, model=model)
+    data_cfg = preprocessing(model, config, input_size)
+    data_cfg["input_size"] = tuple(data_cfg["input_size"])
+    data_cfg["mean"], data_cfg["std"] = tuple(data_cfg["mean"]), tuple(data_cfg["std"])
     if not training:
         return create_transform(**data_cfg, is_training=False)
     return create_transform(
@@ -283,6 +318,40 @@ def transform_for(model: nn.Module, config: DataConfig, input_size, *, training:
         scale=(config.scale, 1.0),
         hflip=config.hflip,
     )
+
+
+class HeldOut(Dataset):
+    """The images `indices` of an ImageSet (a training subset or the selection holdout)."""
+
+    def __init__(self, images: ImageSet, indices: list[int], where: str):
+        self.images, self.indices, self.where = images, list(indices), where
+
+    @property
+    def class_to_idx(self) -> dict[str, int] | None:
+        return self.images.class_to_idx
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.images[self.indices[index]]
+
+
+def holdout_indices(count: int, share: float) -> tuple[list[int], list[int]]:
+    """(train indices, held-out indices): a fixed draw (seed 0, the same for every run
+    seed) of round(share * count) images, at least one when share > 0."""
+    if not 0 <= share < 1:
+        raise UsageError(f"--holdout {share}: give a share of the training images in [0, 1)")
+    if share == 0:
+        return list(range(count)), []
+    held = max(1, round(share * count))
+    if held >= count:
+        raise DataError(
+            f"--holdout {share} of {count} training images leaves none to train on",
+            hint="add images or lower --holdout (0 keeps the last epoch instead)",
+        )
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(0)).tolist()
+    return sorted(order[held:]), sorted(order[:held])
 
 
 class EpochSampler(DistributedSampler):

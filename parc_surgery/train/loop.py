@@ -2,9 +2,13 @@
 
 Trainer.run() measures the teacher and the converted model, runs phase 1 (warm start)
 and phase 2 (fine-tune) epoch by epoch, evaluates after every epoch, keeps the weights
-of the best phase-2 epoch (highest val top-1, then lowest val loss), and loads them into
-the student at the end. With a checkpoint directory it writes the resumable state after
-every epoch; SIGINT / SIGTERM stop the run after the current step, with the state saved.
+of the best phase-2 epoch, and loads them into the student at the end. "Best" is read on
+the selection holdout (held-out training images: highest top-1, then lowest loss), never
+on the val split it reports; without a holdout the last epoch is kept. The warm-started
+model competes too: when no phase-2 epoch beats it on the holdout, it is written
+instead, with a warning; the record's `written` says which state was written. With a
+checkpoint directory it writes the resumable state after every epoch; SIGINT / SIGTERM
+stop the run after the current step, with the state saved.
 """
 
 from __future__ import annotations
@@ -53,13 +57,25 @@ class EpochRecord:
     lr: float
     seconds: float
     val: EvalResult
+    select: EvalResult | None = None  # on the selection holdout (what chooses the epoch)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "val": self.val.to_dict()}
+        return {
+            **asdict(self),
+            "val": self.val.to_dict(),
+            "select": self.select.to_dict() if self.select else None,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochRecord:
-        return cls(**{**data, "val": EvalResult(**data["val"])})
+        select = data.get("select")
+        return cls(
+            **{
+                **data,
+                "val": EvalResult(**data["val"]),
+                "select": EvalResult(**select) if select else None,
+            }
+        )
 
 
 @dataclass
@@ -69,8 +85,10 @@ class Measurements:
     original: EvalResult | None = None  # the teacher
     before: EvalResult | None = None  # the converted model before any training
     after_warmstart: EvalResult | None = None
-    after_finetune: EvalResult | None = None  # the best phase-2 epoch (what is saved)
-    best_epoch: int | None = None
+    after_finetune: EvalResult | None = None  # val of the written phase-2 epoch
+    best_epoch: int | None = None  # the written phase-2 epoch (None: none was written)
+    selected_on: str = "last"  # "holdout" (held-out training images) | "last" (last epoch)
+    written: str | None = None  # "finetune" | "warmstart": which state the output holds
     block_nmse_before: dict[str, float] | None = None
     block_nmse_after: dict[str, float] | None = None
     history: list[EpochRecord] = field(default_factory=list)
@@ -173,18 +191,20 @@ class Trainer:
         checkpoint_dir: Path | None = None,
         fingerprint: dict[str, Any] | None = None,
         progress: TrainProgress | None = None,
+        select_loader=None,
     ):
         self.student = student
         self.teacher = teacher
         self.paths = list(paths)
         self.train_loader = train_loader
         self.val_loader = val_loader
+        self.select_loader = select_loader  # None: keep the last epoch
         self.config = config
         self.info = info
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.fingerprint = fingerprint or {}
         self.progress = progress or TrainProgress()
-        self.measurements = Measurements()
+        self.measurements = Measurements(selected_on="holdout" if select_loader else "last")
         self.position = _Position()
         self.best_key: tuple[float, float] | None = None
         self.best_state: dict[str, torch.Tensor] | None = None
@@ -217,7 +237,27 @@ class Trainer:
                 self.position = _Position(phase=index + 1)
         if self.best_state is not None:
             self.student.load_state_dict(self.best_state)
+        self._say_written()
         return self.measurements
+
+    def _say_written(self) -> None:
+        m = self.measurements
+        if m.written == "warmstart" and any(r.phase == "finetune" for r in m.history):
+            self.progress.note(
+                "warning: no fine-tune epoch beat the warm-started model on the selection "
+                "holdout: the output holds the warm-started weights (record: written=warmstart)"
+            )
+        elif (
+            m.written == "finetune"
+            and m.after_warmstart is not None
+            and m.after_finetune is not None
+            and m.after_finetune.top1 < m.after_warmstart.top1
+        ):
+            self.progress.note(
+                f"warning: the written model (fine-tune epoch {m.best_epoch}, "
+                f"{m.selected_on}) scores {m.after_finetune.top1:.2f} top-1 on val, below the "
+                f"warm-started model's {m.after_warmstart.top1:.2f}"
+            )
 
     def _start(self) -> None:
         """Seed this process and measure the starting point (no phase state to restore)."""
@@ -274,6 +314,11 @@ class Trainer:
         name, epochs = self.phases[pos.phase]
         evaluated = phase.ema.module if phase.ema is not None else self.student
         val = self._evaluate(evaluated, f"{name} epoch {pos.epoch + 1}: evaluating")
+        select = None
+        if self.select_loader is not None:
+            select = self._evaluate(
+                evaluated, f"{name} epoch {pos.epoch + 1}: selection holdout", self.select_loader
+            )
         total, steps = all_reduce_sum(
             torch.tensor([pos.loss_sum, float(pos.loss_steps)]), self.info
         ).tolist()
@@ -284,6 +329,7 @@ class Trainer:
             lr=float(phase.optimizer.param_groups[0]["lr"]),
             seconds=self._epoch_seconds,
             val=val,
+            select=select,
         )
         self._check_finite(evaluated, record)
         self.measurements.history.append(record)
@@ -291,10 +337,12 @@ class Trainer:
         if name == "warmstart" and last:
             self.measurements.after_warmstart = val
             self.measurements.block_nmse_after = self._block_errors()
-            if len(self.phases) == 1:  # no phase 2: the warm-started model is the result
-                self._keep_best(evaluated, val, None)
+            # The warm-started model is a candidate: the result when there is no phase 2,
+            # kept when no phase-2 epoch beats it on the holdout.
+            if len(self.phases) == 1 or select is not None:
+                self._keep_best(evaluated, val, select, None)
         if name == "finetune":
-            self._keep_best(evaluated, val, pos.epoch + 1)
+            self._keep_best(evaluated, val, select, pos.epoch + 1)
         self.position = _Position(phase=pos.phase, epoch=pos.epoch + 1, update=pos.update)
         self._save(phase)
         self.progress.epoch_done(record)
@@ -327,23 +375,33 @@ class Trainer:
             hint="lower --lr / --block-lr, keep --clip-grad on, or try --no-amp",
         )
 
-    def _keep_best(self, model: nn.Module, val: EvalResult, epoch: int | None) -> None:
-        key = (val.top1, -val.loss)
-        if self.best_key is not None and key <= self.best_key:
+    def _keep_best(
+        self, model: nn.Module, val: EvalResult, select: EvalResult | None, epoch: int | None
+    ) -> None:
+        # Chosen on the holdout only (val is what gets reported); without one, the latest.
+        # after_finetune / best_epoch: the best phase-2 epoch; written: what the output holds.
+        m = self.measurements
+        key = (select.top1, -select.loss) if select is not None else (len(m.history),)
+        if epoch is not None:
+            best = next(
+                (r for r in m.history if r.phase == "finetune" and r.epoch == m.best_epoch), None
+            )
+            if best is None or select is None or key > (best.select.top1, -best.select.loss):
+                m.after_finetune, m.best_epoch = val, epoch
+        if self.best_key is not None and tuple(key) <= tuple(self.best_key):
             return
         self.best_key = key
         self.best_state = {
             k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()
         }
-        if epoch is not None:
-            self.measurements.after_finetune = val
-            self.measurements.best_epoch = epoch
+        m.written = "warmstart" if epoch is None else "finetune"
 
-    def _evaluate(self, model: nn.Module, label: str) -> EvalResult:
-        self.progress.stage(label, len(self.val_loader.sampler))
+    def _evaluate(self, model: nn.Module, label: str, loader=None) -> EvalResult:
+        loader = loader if loader is not None else self.val_loader
+        self.progress.stage(label, len(loader.sampler))
         return evaluate(
             model,
-            self.val_loader,
+            loader,
             self.info,
             amp=self.config.amp,
             channels_last=self.config.channels_last,

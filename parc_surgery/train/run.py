@@ -20,9 +20,13 @@ from torch import nn
 from parc_surgery.errors import OutputError, UsageError
 from parc_surgery.train.data import (
     DataConfig,
+    HeldOut,
+    describe_preprocessing,
     eval_loader,
     head_classes,
+    holdout_indices,
     open_split,
+    preprocessing,
     train_loader,
     transform_for,
 )
@@ -54,6 +58,7 @@ class EvalReport:
     split: str
     input_size: tuple[int, int]
     result: EvalResult
+    preprocessing: dict[str, Any] | None = None  # timm's eval data config that was applied
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +68,7 @@ class EvalReport:
             "data": self.data,
             "split": self.split,
             "input_size": list(self.input_size),
+            "preprocessing": self.preprocessing,
             **self.result.to_dict(),
         }
 
@@ -83,7 +89,7 @@ class FinetuneResult:
             ("original", m.original),
             ("converted, before training", m.before),
             ("after warm start", m.after_warmstart),
-            (f"after fine-tune (best epoch {m.best_epoch})", m.after_finetune),
+            (f"after fine-tune ({_written(m)})", m.after_finetune),
         ]
         return [
             {"stage": label, "top1": r.top1, "top5": r.top5, "loss": r.loss}
@@ -98,6 +104,14 @@ class FinetuneResult:
             "summary": self.summary(),
             "training": self.record,
         }
+
+
+def _written(m: Measurements) -> str:
+    if m.best_epoch is None:
+        return "not written"
+    how = "best" if m.selected_on == "holdout" else "last"
+    kept = "" if m.written != "warmstart" else "; not written: the warm start was better"
+    return f"{how} epoch {m.best_epoch}{kept}"
 
 
 def _model_input_size(model: nn.Module, plan=None) -> tuple[int, int]:
@@ -146,6 +160,8 @@ def evaluate_source(
     size = data.input_size or _model_input_size(model, plan)
     model.to(info.device).eval()
     images = open_split(data, data.val_split, num_classes=head_classes(model))
+    applied = preprocessing(model, data, size)
+    progress.note(describe_preprocessing(applied))
     images.set_transform(transform_for(model, data, size, training=False))
     loader = eval_loader(
         images, data, rank=info.rank, world=info.world_size, device=info.device, limit=limit
@@ -153,18 +169,32 @@ def evaluate_source(
     progress.stage(f"evaluating {name}", len(loader.sampler))
     result = evaluate(model, loader, info, on_batch=progress.advance)
     return EvalReport(
-        name, kind, str(weights) if weights else None, str(data.root), data.val_split, size, result
+        name,
+        kind,
+        str(weights) if weights else None,
+        str(data.root),
+        data.val_split,
+        size,
+        result,
+        applied,
     )
 
 
 @dataclass
 class DataBundle:
-    """Both splits of a data set, their transforms set, and their loaders."""
+    """Both splits of a data set, their transforms set, and their loaders.
+
+    `select` (the epoch-selection holdout, `data.holdout` of the training split, eval
+    transform, never trained on) is None when data.holdout is 0: the last epoch is kept.
+    The val split is only reported, never read to choose.
+    """
 
     train_set: Any
     val_set: Any
     train: Any  # DataLoader over train_set (shuffled by an EpochSampler)
     val: Any  # DataLoader over val_set (in order, sharded over ranks)
+    select_set: Any = None
+    select: Any = None
 
 
 def prepare_data(
@@ -179,11 +209,22 @@ def prepare_data(
     train_set.set_transform(transform_for(model, data, size, training=True))
     val_set.set_transform(transform_for(model, data, size, training=False))
     where = {"rank": info.rank, "world": info.world_size, "device": info.device}
+    kept, held = holdout_indices(len(train_set), data.holdout)
+    select_set = select = None
+    if held:
+        # The same split opened again, for its own (eval) transform.
+        eval_view = open_split(data, data.train_split, num_classes=classes)
+        eval_view.set_transform(transform_for(model, data, size, training=False))
+        select_set = HeldOut(eval_view, held, f"{train_set.where} (selection holdout)")
+        train_set = HeldOut(train_set, kept, train_set.where)
+        select = eval_loader(select_set, data, **where)
     return DataBundle(
         train_set,
         val_set,
         train_loader(train_set, data, seed=seed, **where),
         eval_loader(val_set, data, **where),
+        select_set,
+        select,
     )
 
 
@@ -205,7 +246,10 @@ def train_model(
     model.to(info.device)
     size = data.input_size or input_size or _model_input_size(model)
     sets = prepare_data(model, data, size, info, seed=config.seed)
-    trainer = Trainer(model, None, [], sets.train, sets.val, config, info, progress=progress)
+    trainer = Trainer(
+        model, None, [], sets.train, sets.val, config, info, progress=progress,
+        select_loader=sets.select,
+    )  # fmt: skip
     with _deterministic(info.device.type == "cpu"):
         return trainer.run()
 
@@ -300,6 +344,7 @@ def finetune(
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
         fingerprint=fingerprint,
         progress=progress,
+        select_loader=sets.select,
     )
     with _deterministic(info.device.type == "cpu"):
         measurements = trainer.run(resume=resume)
@@ -358,7 +403,12 @@ def _record(data, size, sets, config, info, measurements, recipe, **extra) -> di
     """The `training` record of the output's recipe (plain JSON data)."""
     splits = {
         name: {"images": len(images), "classes": _count(images)}
-        for name, images in (("train", sets.train_set), ("val", sets.val_set))
+        for name, images in (
+            ("train", sets.train_set),
+            ("selection_holdout", sets.select_set),
+            ("val", sets.val_set),
+        )
+        if images is not None
     }
     return _plain(
         {

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -166,6 +166,7 @@ class _EpochRecord(_Record):  # train.loop.EpochRecord
     lr: float
     seconds: float
     val: _EvalRecord
+    select: _EvalRecord | None = None
 
 
 class _Measurements(_Record):  # train.loop.Measurements
@@ -174,6 +175,8 @@ class _Measurements(_Record):  # train.loop.Measurements
     after_warmstart: _EvalRecord | None = None
     after_finetune: _EvalRecord | None = None
     best_epoch: int | None = None
+    selected_on: Literal["holdout", "last"] = "last"
+    written: Literal["finetune", "warmstart"] | None = None
     block_nmse_before: dict[str, float] | None = None
     block_nmse_after: dict[str, float] | None = None
     history: list[_EpochRecord] = []

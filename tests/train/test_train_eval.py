@@ -160,3 +160,54 @@ def test_a_split_in_a_tar_file_gives_the_numbers_of_the_folder(convnext, digits,
     a, b = json.loads(from_folder.stdout), json.loads(from_tar.stdout)
     assert (a["images"], a["top1"], a["top5"]) == (b["images"], b["top1"], b["top5"])
     assert abs(a["loss"] - b["loss"]) < 1e-6
+
+
+def test_eval_applies_timms_validation_transform_and_crop_pct_changes_it(tmp_path, digits):
+    """eval's images are exactly timm's validation transform of the pretrained_cfg (what
+    it applied is in the JSON and on stderr); --crop-pct 1.0 resizes without cropping."""
+    from timm.data import create_transform, resolve_data_config
+
+    from parc_surgery.train.data import DataConfig, transform_for
+
+    model = ps.create_model("test_convnext", {"num_classes": 10})
+    weights = tmp_path / "w.safetensors"
+    save_file(model.state_dict(), str(weights))
+    base = ["test_convnext", "--weights", str(weights), "--model-arg", "num_classes=10"]
+    base += ["--data", str(digits), "--input-size", "64"]
+    default, whole = _eval(*base), _eval(*base, "--crop-pct", "1.0")
+    assert default.exit_code == 0 and whole.exit_code == 0, default.output + whole.output
+    cfg = resolve_data_config(args={"input_size": (3, 64, 64)}, model=model)
+    applied = json.loads(default.stdout)["preprocessing"]
+    assert (
+        applied["crop_pct"] == cfg["crop_pct"] and applied["interpolation"] == cfg["interpolation"]
+    )
+    assert json.loads(whole.stdout)["preprocessing"]["crop_pct"] == 1.0
+    assert "crop_pct 1" in whole.stderr and "preprocessing:" in default.stderr
+    # The transform used is timm's, image for image.
+    from PIL import Image
+
+    picture = Image.open(sorted((digits / "val").glob("*/*.png"))[0]).convert("RGB")
+    ours = transform_for(model, DataConfig(root=digits), (64, 64), training=False)(picture)
+    assert torch.equal(ours, create_transform(**cfg, is_training=False)(picture))
+    cropped = transform_for(model, DataConfig(root=digits, crop_pct=1.0), (64, 64), training=False)
+    assert not torch.equal(cropped(picture), ours)
+
+
+def test_a_crop_pct_outside_0_1_is_a_usage_error(tmp_path, digits):
+    result = _eval("test_convnext", "--data", str(digits), "--crop-pct", "1.5")
+    assert result.exit_code == 2 and "--crop-pct 1.5" in result.output
+
+
+def test_the_digits_example_keeps_each_digit_inside_the_eval_crop(tmp_path):
+    """No ink in the border timm's 0.875 centre crop removes (the digit stays whole)."""
+    import numpy as np
+    from PIL import Image
+
+    from examples.make_digits import write_digits
+
+    write_digits(tmp_path / "d", size=64, per_class=4, val_fraction=0.5)
+    for path in sorted((tmp_path / "d").glob("*/*/*.png")):
+        grey = np.asarray(Image.open(path).convert("L"), dtype=np.float64)
+        border = 4  # 64 * (1 - 0.875) / 2
+        inner = grey[border:-border, border:-border].sum()
+        assert grey.sum() - inner < 0.01 * grey.sum(), path

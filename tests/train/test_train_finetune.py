@@ -57,7 +57,8 @@ def test_fine_tuning_lowers_the_loss_on_the_images_it_trains_on(convnext, digits
     assert m.after_finetune.loss < m.before.loss - 0.05
     assert [r.phase for r in m.history] == ["finetune"] * 3
     assert m.history[-1].train_loss < m.history[0].train_loss
-    best = max(m.history, key=lambda r: (r.val.top1, -r.val.loss))
+    # The epoch is chosen on the selection holdout, and the val numbers are reported for it.
+    best = max(m.history, key=lambda r: (r.select.top1, -r.select.loss))
     assert m.best_epoch == best.epoch and m.after_finetune == best.val
 
 
@@ -70,12 +71,9 @@ def test_the_output_loads_and_carries_its_training_record(convnext, digits, tmp_
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # one JSON document alone on stdout
     assert report["output"] == str(out) and report["output_sha256"] == file_sha256(out)
-    assert [row["stage"] for row in report["summary"]] == [
-        "original",
-        "converted, before training",
-        "after warm start",
-        "after fine-tune (best epoch 1)",
-    ]
+    stages = [row["stage"] for row in report["summary"]]
+    assert stages[:3] == ["original", "converted, before training", "after warm start"]
+    assert stages[3].startswith("after fine-tune (best epoch 1") and len(stages) == 4
     model = ps.load(out)  # rebuilt from the recipe, weights loaded strictly
     assert not any(k.startswith("module.") for k in model.state_dict())
     recipe = read_recipe(out)
@@ -85,7 +83,8 @@ def test_the_output_loads_and_carries_its_training_record(convnext, digits, tmp_
     assert record["teacher"]["weights_sha256"] == file_sha256(weights)
     assert record["checkpoint_sha256"] == file_sha256(checkpoint)
     assert record["data"]["splits"] == {
-        "train": {"images": 40, "classes": 10},
+        "train": {"images": 36, "classes": 10},
+        "selection_holdout": {"images": 4, "classes": 10},
         "val": {"images": 10, "classes": 10},
     }
     assert record["seed"] == 3 and record["world_size"] == 1
@@ -95,6 +94,7 @@ def test_the_output_loads_and_carries_its_training_record(convnext, digits, tmp_
     for stage in ("original", "before", "after_warmstart", "after_finetune"):
         assert set(metrics[stage]) >= {"top1", "top5", "loss", "images"}
     assert metrics["best_epoch"] == 1 and len(metrics["history"]) == 2
+    assert metrics["selected_on"] == "holdout" and metrics["written"] in ("finetune", "warmstart")
     assert not (tmp_path / "recovered.safetensors.tmp").exists()
 
 
@@ -144,3 +144,53 @@ def test_with_ema_the_saved_weights_are_the_averaged_ones(convnext, digits, tmp_
     assert moved
     # The same run (same seed) with an EMA kept saves the average, not the last weights.
     assert not all(torch.equal(plain[k], ema[k]) for k in moved)
+
+
+def test_selection_never_reads_the_reported_split(convnext, digits, tmp_path, monkeypatch):
+    """The epoch is chosen on held-out training images: whatever the val split scores,
+    the written epoch is the holdout's best, and the val loader is only ever evaluated
+    for reporting (the holdout images are not among the training batches either)."""
+    from parc_surgery.train import loop
+
+    checkpoint, weights = convnext
+    seen: list[str] = []
+    real = loop.evaluate
+
+    def spy(model, loader, info, **kw):
+        seen.append(type(loader.dataset).__name__)
+        result = real(model, loader, info, **kw)
+        if seen[-1] != "HeldOut":  # the reported split: make later epochs look ever better
+            result.top1, result.loss = float(len(seen)), 1.0 / len(seen)
+        return result
+
+    monkeypatch.setattr(loop, "evaluate", spy)
+    result = finetune(
+        checkpoint,
+        _data(digits, augment=False, holdout=0.25),
+        TrainConfig(epochs=3, warmup_epochs=0, lr=3e-3, lr_warmup_epochs=0),
+        output=tmp_path / "sel.safetensors",
+        teacher_weights=weights,
+    )
+    m = result.measurements
+    assert m.selected_on == "holdout" and "HeldOut" in seen
+    chosen = max(m.history, key=lambda r: (r.select.top1, -r.select.loss))
+    assert m.best_epoch == chosen.epoch
+    if chosen.epoch != 3:  # reading val would have picked the last epoch
+        assert m.after_finetune.top1 < m.history[-1].val.top1
+    for r in m.history:
+        assert r.select is not None and r.select.images == 10  # 25% of the 40 train images
+
+
+def test_holdout_0_keeps_the_last_epoch_and_says_so(convnext, digits, tmp_path):
+    checkpoint, weights = convnext
+    result = finetune(
+        checkpoint,
+        _data(digits, augment=False, holdout=0.0),
+        TrainConfig(epochs=2, warmup_epochs=0, lr=3e-3, lr_warmup_epochs=0),
+        output=tmp_path / "last.safetensors",
+        teacher_weights=weights,
+    )
+    m = result.measurements
+    assert m.selected_on == "last" and m.best_epoch == 2 and m.written == "finetune"
+    assert m.after_finetune == m.history[-1].val
+    assert all(r.select is None for r in m.history)
