@@ -308,14 +308,27 @@ def cam_of_pair(
     target_layer: str | None = None,
     class_index: int | None = None,
     input_size: tuple[int, int] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> tuple[dict, ImageBatch, dict[str, torch.Tensor]]:
     """compare_cam on image files for a ModelPair: (result, the image batch, the maps).
 
     The images go through the original's timm eval transform at `input_size` (default:
     the pair's). The result is what `parc-surgery cam --format json` prints, less "output".
+    Classes are named by `class_names`, else by the images' ImageFolder class folders when
+    they fit the model's head (see cam_labels); an image's folder is its true label.
     """
+    from parc_surgery.analysis.cam_labels import add_labels, image_classes
     from parc_surgery.analysis.images import load_images
     from parc_surgery.models import input_channels
+    from parc_surgery.train.data import head_classes
+
+    classes = head_classes(pair.converted)
+    if class_names is not None and classes is not None and len(class_names) != classes:
+        raise UsageError(
+            f"--class-names gives {len(class_names)} names but the model predicts "
+            f"{classes} classes",
+            hint="give one name a line, in the model's class order",
+        )
 
     size = tuple(input_size or pair.input_size)
     batch = load_images(paths, pair.original, size, channels=input_channels(pair.original))
@@ -330,6 +343,8 @@ def cam_of_pair(
     maps = result.pop("maps")
     for path, entry in zip(batch.paths, result["images"], strict=True):
         entry["image"] = path
+    names = list(class_names) if class_names is not None else image_classes(paths, classes)
+    add_labels(result, paths, names)
     result = {
         "checkpoint": pair.checkpoint,
         "model": pair.plan.model,

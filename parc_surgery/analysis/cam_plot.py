@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from parc_surgery.errors import printable
+
 __all__ = [
     "CAM_DPI",
     "cam_figure",
@@ -37,16 +39,30 @@ def _pct(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value * 100:.0f}%"
 
 
+def _drawn(name: str | None) -> str:
+    """A class name as matplotlib text: escaped, cut, its $ not read as mathtext."""
+    from parc_surgery.analysis.cam_labels import shown_name
+
+    return shown_name(name).replace("$", r"\$")
+
+
+def _named(cls: int, name: str | None) -> str:
+    return f"{cls} {_drawn(name)}" if name else str(cls)
+
+
 def _caption(model: dict) -> str:
     ratio = model["area_ratio"]
     entropy = "n/a" if not math.isfinite(model["entropy"]) else f"{model['entropy']:.3f}"
+    predicted = _named(model["predicted_class"], model.get("predicted_name"))
     lines = [
-        f"class {model['predicted_class']} (p={model['probability']:.2f})",
+        f"class {predicted} (p={model['probability']:.2f})",
         f"50% / 90% of mass in {_pct(ratio['50'])} / {_pct(ratio['90'])} of area",
         f"entropy {entropy}",
     ]
     if model["explained_class"] != model["predicted_class"]:
-        lines[0] += f", map of class {model['explained_class']}"
+        lines[0] += (
+            f", map of class {_named(model['explained_class'], model.get('explained_name'))}"
+        )
     return "\n".join(lines)
 
 
@@ -99,7 +115,10 @@ def cam_figure(
         shown = picture[..., 0] if gray else picture
         entry = result["images"][row]
         axes[row][0].imshow(shown, cmap="gray" if gray else None, vmin=0, vmax=1)
-        axes[row][0].set_title(Path(entry["image"]).name, fontsize=9)
+        title = printable(Path(entry["image"]).name).replace("$", r"\$")
+        if entry.get("true_class") is not None:
+            title += f"\ntrue class {_named(entry['true_class'], entry.get('true_name'))}"
+        axes[row][0].set_title(title, fontsize=9)
         for column, (key, label) in enumerate(
             zip(("original", "converted"), labels, strict=True), start=1
         ):

@@ -147,6 +147,15 @@ def _fixed(value: float | None, places: int = 3) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{places}f}"
 
 
+def _class(index: int, name: str | None) -> str:
+    """A class index with its name (escaped for the terminal and rich markup) when known."""
+    from rich.markup import escape
+
+    from parc_surgery.analysis.cam_labels import shown_name
+
+    return f"{index} {escape(shown_name(name))}" if name else str(index)
+
+
 def cam_table(result: dict) -> Table:
     """Per image, one row per model: its class, where the map's mass lies, and the IoU."""
     size = result["input_size"]
@@ -173,8 +182,9 @@ def cam_table(result: dict) -> Table:
             table.add_row(
                 entry["image"] if name == "original" else "",
                 name,
-                f"{model['predicted_class']} ({model['probability']:.2f})",
-                str(model["explained_class"]),
+                f"{_class(model['predicted_class'], model.get('predicted_name'))} "
+                f"({model['probability']:.2f})",
+                _class(model["explained_class"], model.get("explained_name")),
                 _pct(model["area_ratio"]["50"]),
                 _pct(model["area_ratio"]["90"]),
                 _fixed(model["entropy"]),

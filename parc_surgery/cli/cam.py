@@ -82,6 +82,15 @@ def cam_command(
         int | None,
         typer.Option("--class", help="Class to explain. Default: each model's top-1 class."),
     ] = None,
+    class_names: Annotated[
+        Path | None,
+        typer.Option(
+            "--class-names",
+            help="Text file of class names, one a line in the model's class order. Default: "
+            "the images' class folders when they sit in an ImageFolder split (DIR/<class>/).",
+            show_default=False,
+        ),
+    ] = None,
     input_size: CheckpointSizeOpt = None,
     out: Annotated[
         Path | None,
@@ -108,6 +117,7 @@ def cam_command(
     Needs the 'analysis' extra: pip install 'parc-surgery[analysis]'.
     """
     from parc_surgery.analysis.cam import cam_of_pair, require_extra
+    from parc_surgery.analysis.cam_labels import read_class_names
     from parc_surgery.analysis.cam_plot import write_cam_png
     from parc_surgery.analysis.images import check_image_paths
     from parc_surgery.analysis.render import cam_table
@@ -124,6 +134,7 @@ def cam_command(
     check_output(target, force=force)
     paths = check_image_paths(images)
     size = parse_size(input_size)
+    names = read_class_names(class_names) if class_names is not None else None
     pair = checkpoint_pair_for(
         ui, checkpoint, original_weights=original_weights, random_original=random_original
     )
@@ -136,6 +147,7 @@ def cam_command(
             target_layer=target_layer,
             class_index=class_index,
             input_size=size,
+            class_names=names,
         )
     result["output"] = write_cam_png(result, batch.pixels, maps, target, force=force)
     _emit(ui, fmt, result, cam_table(result))
