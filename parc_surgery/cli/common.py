@@ -46,6 +46,11 @@ def set_threads(threads: int | None) -> None:
     if threads is not None:
         import torch
 
+        if threads < 1:
+            raise UsageError(
+                f"--threads must be at least 1, got {threads}",
+                hint="leave it out for torch's default",
+            )
         torch.set_num_threads(threads)
 
 

@@ -218,7 +218,7 @@ OutputFileOpt = Annotated[
 ]
 ThreadsOpt = Annotated[
     int | None,
-    typer.Option("--threads", help="torch intra-op threads. Default: torch's.", min=1),
+    typer.Option("--threads", help="torch intra-op threads. Default: torch's."),
 ]
 AllowEmptyOpt = Annotated[
     bool,
