@@ -42,10 +42,7 @@ CASES = [
 def test_fused_model_computes_the_same_function_in_fp64(name, how, size):
     kwargs = {"img_size": size} if name.startswith("vit") else {}
     model = timm.create_model(name, pretrained=False, num_classes=10, **kwargs)
-    try:
-        ps.parcify_(model, input_size=(size, size), **how)
-    except TypeError:
-        pytest.skip("parcify_ options differ")
+    ps.parcify_(model, input_size=(size, size), **how)
     model = model.double().eval()
     _randomise_bn(model)
     x = torch.randn(2, 3, size, size, dtype=torch.float64)

@@ -44,6 +44,21 @@ from parc_surgery.errors import Interrupted, ParcSurgeryError, UsageError
 
 __all__ = ["eval_command", "finetune_command", "train_command"]
 
+# Options the training commands (finetune, train) share, declared once.
+TrainSplitOpt = Annotated[str, typer.Option("--train-split", help="Split trained on.")]
+ValSplitOpt = Annotated[str, typer.Option("--val-split", help="Split evaluated after each epoch.")]
+AugmentOpt = Annotated[
+    bool,
+    typer.Option(
+        "--augment/--no-augment",
+        help="timm's train augmentation; --no-augment trains on the eval transform.",
+    ),
+]
+ScaleOpt = Annotated[
+    float, typer.Option("--scale", help="RandomResizedCrop's smallest area share.")
+]
+HflipOpt = Annotated[float, typer.Option("--hflip", help="Horizontal flip probability.")]
+
 
 class _Lines:
     """Progress off a terminal: epoch lines and notes on stderr, no bars."""
@@ -321,24 +336,14 @@ def finetune_command(
     temperature: Annotated[float, typer.Option("--temperature", help="T of the KL term.")] = 2.0,
     dataset: DatasetOpt = "",
     allow_outside: AllowOutsideDataOpt = False,
-    train_split: Annotated[str, typer.Option("--train-split", help="Split trained on.")] = "train",
-    val_split: Annotated[
-        str, typer.Option("--val-split", help="Split evaluated after each epoch.")
-    ] = "val",
+    train_split: TrainSplitOpt = "train",
+    val_split: ValSplitOpt = "val",
     input_size: CheckpointSizeOpt = None,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = 2,
-    augment: Annotated[
-        bool,
-        typer.Option(
-            "--augment/--no-augment",
-            help="timm's train augmentation; --no-augment trains on the eval transform.",
-        ),
-    ] = True,
-    scale: Annotated[
-        float, typer.Option("--scale", help="RandomResizedCrop's smallest area share.")
-    ] = 0.08,
-    hflip: Annotated[float, typer.Option("--hflip", help="Horizontal flip probability.")] = 0.5,
+    augment: AugmentOpt = True,
+    scale: ScaleOpt = 0.08,
+    hflip: HflipOpt = 0.5,
     holdout: Annotated[
         float,
         typer.Option(
@@ -497,24 +502,14 @@ def train_command(
         float, typer.Option("--weight-decay", help="AdamW weight decay.")
     ] = 0.05,
     dataset: DatasetOpt = "",
-    train_split: Annotated[str, typer.Option("--train-split", help="Split trained on.")] = "train",
-    val_split: Annotated[
-        str, typer.Option("--val-split", help="Split evaluated after each epoch.")
-    ] = "val",
+    train_split: TrainSplitOpt = "train",
+    val_split: ValSplitOpt = "val",
     input_size: CheckpointSizeOpt = None,
     batch_size: BatchSizeOpt = 64,
     workers: WorkersOpt = 2,
-    augment: Annotated[
-        bool,
-        typer.Option(
-            "--augment/--no-augment",
-            help="timm's train augmentation; --no-augment trains on the eval transform.",
-        ),
-    ] = True,
-    scale: Annotated[
-        float, typer.Option("--scale", help="RandomResizedCrop's smallest area share.")
-    ] = 0.08,
-    hflip: Annotated[float, typer.Option("--hflip", help="Horizontal flip probability.")] = 0.5,
+    augment: AugmentOpt = True,
+    scale: ScaleOpt = 0.08,
+    hflip: HflipOpt = 0.5,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
