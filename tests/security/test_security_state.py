@@ -126,3 +126,21 @@ def test_a_temporary_state_left_by_kill_9_is_cleaned_by_the_next_run(run, tmp_pa
     assert result.exit_code == 0, result.output
     assert not left.exists()
     assert "temporary file" in result.stderr
+
+
+def test_the_state_schema_knows_every_field_of_the_records_it_checks():
+    """state.pt's strict schema mirrors train's dataclasses: a field added to a record
+    and not to the schema would make every state written after it unresumable (exit 6)."""
+    import dataclasses
+
+    from parc_surgery.train import state
+    from parc_surgery.train.evaluate import EvalResult
+    from parc_surgery.train.loop import EpochRecord, Measurements
+
+    for schema, record in [
+        (state._EvalRecord, EvalResult),
+        (state._EpochRecord, EpochRecord),
+        (state._Measurements, Measurements),
+    ]:
+        fields = {field.name for field in dataclasses.fields(record)}
+        assert set(schema.model_fields) == fields, (schema.__name__, record.__name__)
