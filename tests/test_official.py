@@ -105,7 +105,7 @@ def test_segmentation_encoder_keeps_the_official_kernel_8_in_its_dilated_last_bl
     model = apply_plan(planned.model, planned.plan, seed=0)
     lengths = [model.stages[s][1].parc_blocks[0].parc1_h.weight.shape[2] for s in (2, 3, 4)]
     assert lengths == [32, 16, 8]
-    assert model.stages[4][1].conv_kxk.conv.dilation == (2, 2)
+    assert model.stages[4][1].conv_kxk.conv.dilation == (1, 1)  # as the official dim_adaptive
 
 
 @pytest.fixture(scope="module", params=list(PUBLISHED))
@@ -171,10 +171,10 @@ def _bn(sd, p, x):
                         sd[f"{p}.weight"], sd[f"{p}.bias"], False, 0.0, 1e-5)  # fmt: skip
 
 
-def _conv_layer(sd, p, x, groups=1, norm=True, act=True, dilation=1):
+def _conv_layer(sd, p, x, groups=1, norm=True, act=True):
     """cvnets ConvLayer: conv ('same' padding, no bias) -> BN -> swish."""
     w = sd[f"{p}.block.conv.weight"]
-    x = F.conv2d(x, w, padding=w.shape[-1] // 2 * dilation, groups=groups, dilation=dilation)
+    x = F.conv2d(x, w, padding=w.shape[-1] // 2, groups=groups)
     x = _bn(sd, f"{p}.block.norm", x) if norm else x
     return F.silu(x) if act else x
 
@@ -211,10 +211,10 @@ def _gcc_ca_mf_block(sd, p, x):
     return x + f * F.hardsigmoid(a)
 
 
-def _outer_frame_v1(sd, p, x, n, dilation=1):
+def _outer_frame_v1(sd, p, x, n):
     c = x.shape[1]
     res = x
-    x = _conv_layer(sd, f"{p}.dim_adaptive.0", x, groups=c, dilation=dilation)
+    x = _conv_layer(sd, f"{p}.dim_adaptive.0", x, groups=c)
     x = F.conv2d(x, sd[f"{p}.dim_adaptive.1.block.conv.weight"])
     for j in range(n):
         x = _gcc_ca_mf_block(sd, f"{p}.spatial_global_rep.{j}", x)
@@ -234,13 +234,14 @@ def test_parcnet_s_blocks_compute_the_official_outer_frame(stage, n, size):
         torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_deeplabv3_encoder_last_block_computes_the_official_dilated_outer_frame():
-    """outer_frame_v1(dilation=2): dim_adaptive.0 dilated, kernels 8 (output stride 16)."""
+def test_deeplabv3_encoder_last_block_computes_the_official_outer_frame():
+    """The official DeepLabV3 encoder (output stride 16) builds layer_5's outer_frame_v1
+    without its dilation argument: dim_adaptive.0 is a plain 3x3 conv, kernels 8."""
     model = _randomised("parcnet-s-deeplabv3")
     official = to_official(ARCHS["parcnet-s"], model.state_dict())
     x = torch.randn(2, 160, 8, 8)
     with torch.no_grad():
-        expected = _outer_frame_v1(official, "layer_5.1", x, 3, dilation=2)
+        expected = _outer_frame_v1(official, "layer_5.1", x, 3)
         torch.testing.assert_close(model.stages[4][1](x), expected, rtol=1e-4, atol=1e-4)
 
 

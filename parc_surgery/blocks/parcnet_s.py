@@ -20,9 +20,11 @@ halves swapped (parc_surgery.official swaps them on import and export).
 Kernel lengths are those of ParC-Net-S's native 256 x 256 input, 256 / stride (32, 16, 8
 in mobilevit_s), whatever the conversion's input size: ParC resamples them at run time.
 The stride is the block's nominal one: a stage that a smaller `output_stride` dilates
-instead of downsampling (timm gives its local conv that dilation) keeps its kernel, as the
-official DeepLabV3 encoder (output stride 16) keeps 8 in its last block. A rule's
-`kernel_size` overrides them.
+instead of downsampling keeps its kernel, as the official DeepLabV3 encoder (output stride
+16) keeps 8 in its last block. A rule's `kernel_size` overrides them. timm dilates such a
+block's local conv; the official encoder does not (edgeformer's `_make_outer_frame_v1`
+never passes its dilation to `outer_frame_v1`, so `dim_adaptive.0` stays a plain 3x3
+conv), and neither does the conversion: only the stride-1 stem block before it changes.
 """
 
 from __future__ import annotations
@@ -76,8 +78,9 @@ def build_parcnet_s_block(module: nn.Module, ctx: ReplacementContext) -> nn.Modu
     d = 2 * c
     _, rates = transformer_dims(module, ctx)
     new = ParCMobileVitBlock(
-        # Dilated like timm's (and the official dim_adaptive) where output_stride dilates.
-        ConvNormAct(c, d, 3, groups=c, dilation=local.dilation[0], act_layer=nn.SiLU),
+        # Never dilated: the official dim_adaptive.0 is not, even where output_stride
+        # dilates the stage (see the module docstring).
+        ConvNormAct(c, d, 3, groups=c, act_layer=nn.SiLU),
         nn.Conv2d(d, d, 1, bias=False),
         ConvNormAct(d, c, 1, groups=c, act_layer=nn.SiLU),
         copy.deepcopy(module.conv_fusion),
