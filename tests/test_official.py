@@ -148,6 +148,28 @@ def test_official_heads_carry_dropout_02_and_eval_is_unaffected(arch):
     assert torch.equal(outputs[2], outputs[3])  # eval: deterministic, no dropout
 
 
+@pytest.mark.parametrize(
+    ("arch", "fc"),
+    [("parc-mobilenetv2", "classifier.1"), ("parcnet-s", "classifier.fc"),
+     ("parcnet-xs", "classifier.fc")],
+)  # fmt: skip
+def test_train_mode_head_matches_the_official_classifier_with_the_same_seed(arch, fc):
+    """The official heads: mean pool -> Dropout(0.2) -> Linear (torchvision MobileNetV2's
+    classifier, edgeformer's `classifier`); ours draws the same mask from the same seed."""
+    model = _randomised(arch).train()
+    official = to_official(ARCHS[arch], model.state_dict())
+    features = torch.randn(4, official[f"{fc}.weight"].shape[1], 7, 7)
+    torch.manual_seed(5)
+    ours = model.forward_head(features)
+    torch.manual_seed(5)
+    pooled = F.dropout(features.mean((2, 3)), 0.2, training=True)
+    theirs = F.linear(pooled, official[f"{fc}.weight"], official[f"{fc}.bias"])
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # and without the dropout they differ: the mask is really drawn
+        plain = F.linear(features.mean((2, 3)), official[f"{fc}.weight"], official[f"{fc}.bias"])
+    assert not torch.allclose(ours, plain, atol=1e-3)
+
+
 def test_segmentation_encoder_keeps_the_official_kernel_8_in_its_dilated_last_block():
     """output_stride=16 dilates stage 4; the official DeepLabV3 encoder keeps its kernel 8."""
     from parc_surgery.pipeline import plan_conversion
