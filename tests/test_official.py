@@ -584,3 +584,18 @@ def test_export_finds_the_network_whatever_its_training_only_args(args):
     assert _arch_of(recipe, "x.safetensors").name == "parcnet-s"
     recipe = {"plan": {"model": "mobilevit_s", "model_args": {**args, "output_stride": 16}}}
     assert _arch_of(recipe, "x.safetensors").name == "parcnet-s-deeplabv3"
+
+
+def test_parcnet_xs_block_refuses_a_stage_without_an_official_depth():
+    import timm
+
+    from parc_surgery.blocks.parcnet_s import XS_DEPTHS, build_parcnet_xs_block
+    from parc_surgery.blocks.registry import ReplacementContext, ReplacementError
+
+    block = timm.create_model("mobilevit_s").stages[2][1]
+    ctx = ReplacementContext(path="stages.1.1", feature_size=(64, 64), stage=1, index=1,
+                             first_in_container=False)  # fmt: skip
+    with pytest.raises(ReplacementError, match="stage 1, where ParC-Net-XS has no block"):
+        build_parcnet_xs_block(block, ctx)
+    ctx.stage = 3  # the official depth there is 3, not timm's 4 transformer blocks
+    assert len(build_parcnet_xs_block(block, ctx).parc_blocks) == XS_DEPTHS[3] == 3
