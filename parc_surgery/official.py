@@ -1,6 +1,6 @@
 """Official ParC-Net weights <-> parc-surgery checkpoints (import-official, export-official).
 
-The four published networks the official code (hkzhang-git/ParC-Net) defines are each a
+The published networks the official code (hkzhang-git/ParC-Net) defines are each a
 shipped conversion of a timm model (`ARCHS`): the same parameters under other names
 (`official_names`), plus, for ParC-Net-S, the fusion conv's input halves in the other
 order (the official block concatenates (global, shortcut), timm's (shortcut, global)).
@@ -116,6 +116,17 @@ ARCHS: dict[str, OfficialArch] = {
             # `residual`, so its state_dict holds those tensors twice.
             aliases={"residual.": "layer_5.0."},
             swapped_halves=".conv_fusion.conv.weight",
+        ),
+        OfficialArch(
+            "parcnet-xs",
+            "ParC-Net-XS",
+            "mobilevit_s",
+            "parcnet-xs",
+            (256, 256),
+            model_args={"drop_rate": 0.2},  # edgeformer_xs.yaml: classifier_dropout 0.2
+            aliases={"residual.": "layer_5.0."},
+            # fusion "add": local_global_fusion reads res + x, no halves to swap.
+            names="parcnet-s",
         ),
         OfficialArch(
             "parcnet-s-ssd",
@@ -435,14 +446,19 @@ def _arch_of(recipe: dict[str, Any], checkpoint: str | os.PathLike) -> OfficialA
     plan = recipe.get("plan") or {}
     model = str(plan.get("model", "")).split("/")[-1].split(".")[0]
     args = _canonical(plan.get("model_args") or {})
-    for spec in ARCHS.values():
-        if spec.model == model and _canonical(spec.model_args) == args:
-            return spec
+    found = [s for s in ARCHS.values() if s.model == model and _canonical(s.model_args) == args]
+    if len(found) > 1:  # mobilevit_s: ParC-Net-S or -XS, told apart by the block they swap in
+        used = {str(s.get("replacement")) for s in plan.get("swaps") or []}
+        same = [s for s in found if {w.replacement for w in _reference(s.name)[1].swaps} == used]
+        found = same or found[:1]  # none: the first, which _check_is_reference then judges
+    if found:
+        return found[0]
     raise CheckpointError(
         f"{checkpoint} converts {model or 'an unknown model'} with model args {args}, which is "
         "none of the published ParC networks",
         hint="give --arch, or convert resnet50 / mobilenetv2_100 / convnext_tiny "
-        "dims=[48,96,192,384] / mobilevit_s --rules parcnet-s at its native input size",
+        "dims=[48,96,192,384] / mobilevit_s --rules parcnet-s or parcnet-xs at its native "
+        "input size",
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -23,13 +24,68 @@ from parc_surgery.official import ARCHS, _reference, load_encoder, read_official
 
 runner = CliRunner()
 
+
+def _conv_layer_params(cin, cout, k, groups=1, norm=True):
+    """cvnets ConvLayer: a conv without bias, then BN (weight + bias)."""
+    return cout * (cin // groups) * k * k + (2 * cout if norm else 0)
+
+
+def _inverted_residual_params(cin, cout, expand=4):
+    hidden = cin * expand  # make_divisible(., 8) leaves these widths as they are
+    return (_conv_layer_params(cin, hidden, 1) + _conv_layer_params(hidden, hidden, 3, hidden)
+            + _conv_layer_params(hidden, cout, 1))  # fmt: skip
+
+
+def _gcc_ca_mf_block_params(d, k, ffn, pe):
+    """gcc_ca_mf_block(dim=d/2): pre_Norm_1/2, 4 meta kernels (+ 4 pe), ffn, CA (d/16)."""
+    half, r = d // 2, d // 16
+    spatial = 2 * 2 * half + 4 * half * k + (4 * half * k if pe else 0)
+    channel = 2 * d + (d * ffn + ffn) + (ffn * d + d)
+    return spatial + channel + (d * r + 2 * r) + (r * d + 2 * d)
+
+
+def _outer_frame_v1_params(c, d, n, ffn, k, fusion):
+    g = math.gcd(c, d)  # dim_adaptive.0 and channel_adaptive are grouped gcd(D, C)
+    total = _conv_layer_params(c, d, 3, g) + _conv_layer_params(d, d, 1, norm=False)
+    total += sum(_gcc_ca_mf_block_params(d, k, ffn, j == 0) for j in range(n)) + 2 * d
+    total += _conv_layer_params(d, c, 1, g)
+    return total + _conv_layer_params(2 * c if fusion == "concat" else c, c, 3)
+
+
+def _edgeformer_params(layers, fusion, classes=1000):
+    """The official edgeformer's parameter count from its config (cvnets' config/edgeformer.py:
+    layer3..5 as (out_channels, cf_s_channels, cf_blocks, cf_ffn_channels), meta kernels
+    32/16/8; conv_1 16, layer1 MV2 32, layer2 3 MV2 64, conv_1x1_exp 4x, classifier)."""
+    total = _conv_layer_params(3, 16, 3) + _inverted_residual_params(16, 32)
+    total += _inverted_residual_params(32, 64) + 2 * _inverted_residual_params(64, 64)
+    prev = 64
+    for (c, d, n, ffn), k in zip(layers, (32, 16, 8), strict=True):
+        total += _inverted_residual_params(prev, c)
+        total += _outer_frame_v1_params(c, d, n, ffn, k, fusion)
+        prev = c
+    exp = min(4 * prev, 960)
+    return total + _conv_layer_params(prev, exp, 1) + exp * classes + classes
+
+
 # Official counts (the official constructors' sum of parameters; PARC.md sections 2-3).
+# edgeformer's are recomputed from the official config: scale_s (fusion concat) and
+# scale_xs (edgeformer_xs.yaml: fusion add).
 PUBLISHED = {
     "parc-resnet50": 23_737_640,
     "parc-mobilenetv2": 3_532_136,
     "parc-convnext-xt": 7_412_824,
-    "parcnet-s": 5_037_088,
+    "parcnet-s": _edgeformer_params(
+        [(96, 192, 2, 384), (128, 256, 4, 512), (160, 320, 3, 640)], "concat"
+    ),
+    "parcnet-xs": _edgeformer_params(
+        [(96, 96, 2, 192), (128, 128, 3, 256), (160, 160, 2, 320)], "add"
+    ),
 }
+
+
+def test_the_official_edgeformer_counts():
+    assert PUBLISHED["parcnet-s"] == 5_037_088  # the paper's 5.0 M, PARC.md section 3
+    assert PUBLISHED["parcnet-xs"] == 2_185_384
 
 
 def _randomised(arch: str) -> torch.nn.Module:
@@ -76,9 +132,9 @@ def test_encoder_archs_have_the_official_encoder_parameter_counts(arch):
     assert encoder == ENCODERS[arch]
 
 
-@pytest.mark.parametrize("arch", ["parc-mobilenetv2", "parcnet-s"])
+@pytest.mark.parametrize("arch", ["parc-mobilenetv2", "parcnet-s", "parcnet-xs"])
 def test_official_heads_carry_dropout_02_and_eval_is_unaffected(arch):
-    """The official MobileNetV2 and edgeformer_s classifiers have Dropout(0.2)."""
+    """The official MobileNetV2 and edgeformer_s / _xs classifiers have Dropout(0.2)."""
     model = copy.deepcopy(_reference(arch)[0])
     assert model.drop_rate == 0.2
     assert ARCHS[arch].model_args["drop_rate"] == 0.2  # recorded in the recipe, so kept on load
@@ -90,6 +146,28 @@ def test_official_heads_carry_dropout_02_and_eval_is_unaffected(arch):
             outputs.append(model.train(mode)(x))
     assert not torch.equal(outputs[0], outputs[1])  # dropout: train outputs vary by seed
     assert torch.equal(outputs[2], outputs[3])  # eval: deterministic, no dropout
+
+
+@pytest.mark.parametrize(
+    ("arch", "fc"),
+    [("parc-mobilenetv2", "classifier.1"), ("parcnet-s", "classifier.fc"),
+     ("parcnet-xs", "classifier.fc")],
+)  # fmt: skip
+def test_train_mode_head_matches_the_official_classifier_with_the_same_seed(arch, fc):
+    """The official heads: mean pool -> Dropout(0.2) -> Linear (torchvision MobileNetV2's
+    classifier, edgeformer's `classifier`); ours draws the same mask from the same seed."""
+    model = _randomised(arch).train()
+    official = to_official(ARCHS[arch], model.state_dict())
+    features = torch.randn(4, official[f"{fc}.weight"].shape[1], 7, 7)
+    torch.manual_seed(5)
+    ours = model.forward_head(features)
+    torch.manual_seed(5)
+    pooled = F.dropout(features.mean((2, 3)), 0.2, training=True)
+    theirs = F.linear(pooled, official[f"{fc}.weight"], official[f"{fc}.bias"])
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # and without the dropout they differ: the mask is really drawn
+        plain = F.linear(features.mean((2, 3)), official[f"{fc}.weight"], official[f"{fc}.bias"])
+    assert not torch.allclose(ours, plain, atol=1e-3)
 
 
 def test_segmentation_encoder_keeps_the_official_kernel_8_in_its_dilated_last_block():
@@ -105,7 +183,7 @@ def test_segmentation_encoder_keeps_the_official_kernel_8_in_its_dilated_last_bl
     model = apply_plan(planned.model, planned.plan, seed=0)
     lengths = [model.stages[s][1].parc_blocks[0].parc1_h.weight.shape[2] for s in (2, 3, 4)]
     assert lengths == [32, 16, 8]
-    assert model.stages[4][1].conv_kxk.conv.dilation == (2, 2)
+    assert model.stages[4][1].conv_kxk.conv.dilation == (1, 1)  # as the official dim_adaptive
 
 
 @pytest.fixture(scope="module", params=list(PUBLISHED))
@@ -154,6 +232,10 @@ def test_exported_file_has_the_official_names(round_trip):
             "layer_4.1.spatial_global_rep.0.meta_pe_1_W",
             "stages.3.1.parc_blocks.0.pe_w.pe",
         ),
+        "parcnet-xs": (
+            "layer_4.1.spatial_global_rep.3.running_var",  # the BN after its 3 blocks
+            "stages.3.1.norm.running_var",
+        ),
     }[arch]
     assert torch.equal(official[theirs], sd[ours])
     if arch == "parcnet-s":
@@ -164,6 +246,10 @@ def test_exported_file_has_the_official_names(round_trip):
         ours = sd["stages.2.1.conv_fusion.conv.weight"]
         theirs = official["layer_3.1.local_global_fusion.block.conv.weight"]
         assert torch.equal(theirs, torch.cat((ours[:, 96:], ours[:, :96]), dim=1))
+    if arch == "parcnet-xs":  # fusion "add": a C -> C conv, nothing to swap
+        theirs = official["layer_3.1.local_global_fusion.block.conv.weight"]
+        assert theirs.shape == (96, 96, 3, 3)
+        assert torch.equal(theirs, sd["stages.2.1.conv_fusion.conv.weight"])
 
 
 def _bn(sd, p, x):
@@ -171,10 +257,10 @@ def _bn(sd, p, x):
                         sd[f"{p}.weight"], sd[f"{p}.bias"], False, 0.0, 1e-5)  # fmt: skip
 
 
-def _conv_layer(sd, p, x, groups=1, norm=True, act=True, dilation=1):
+def _conv_layer(sd, p, x, groups=1, norm=True, act=True):
     """cvnets ConvLayer: conv ('same' padding, no bias) -> BN -> swish."""
     w = sd[f"{p}.block.conv.weight"]
-    x = F.conv2d(x, w, padding=w.shape[-1] // 2 * dilation, groups=groups, dilation=dilation)
+    x = F.conv2d(x, w, padding=w.shape[-1] // 2, groups=groups)
     x = _bn(sd, f"{p}.block.norm", x) if norm else x
     return F.silu(x) if act else x
 
@@ -211,36 +297,44 @@ def _gcc_ca_mf_block(sd, p, x):
     return x + f * F.hardsigmoid(a)
 
 
-def _outer_frame_v1(sd, p, x, n, dilation=1):
+def _outer_frame_v1(sd, p, x, n, fusion="concat"):
     c = x.shape[1]
     res = x
-    x = _conv_layer(sd, f"{p}.dim_adaptive.0", x, groups=c, dilation=dilation)
+    x = _conv_layer(sd, f"{p}.dim_adaptive.0", x, groups=c)  # gcd(D, C) = C in S and XS
     x = F.conv2d(x, sd[f"{p}.dim_adaptive.1.block.conv.weight"])
     for j in range(n):
         x = _gcc_ca_mf_block(sd, f"{p}.spatial_global_rep.{j}", x)
     x = _bn(sd, f"{p}.spatial_global_rep.{n}", x)
     x = _conv_layer(sd, f"{p}.channel_adaptive", x, groups=c)
-    return _conv_layer(sd, f"{p}.local_global_fusion", torch.cat((x, res), dim=1))
+    fused = res + x if fusion == "add" else torch.cat((x, res), dim=1)
+    return _conv_layer(sd, f"{p}.local_global_fusion", fused)
 
 
-@pytest.mark.parametrize(("stage", "n", "size"), [(2, 2, 32), (3, 4, 16), (4, 3, 8)])
-def test_parcnet_s_blocks_compute_the_official_outer_frame(stage, n, size):
-    model = _randomised("parcnet-s")
-    official = to_official(ARCHS["parcnet-s"], model.state_dict())
+@pytest.mark.parametrize(
+    ("arch", "stage", "n", "size"),
+    [("parcnet-s", 2, 2, 32), ("parcnet-s", 3, 4, 16), ("parcnet-s", 4, 3, 8),
+     ("parcnet-xs", 2, 2, 32), ("parcnet-xs", 3, 3, 16), ("parcnet-xs", 4, 2, 8)],
+)  # fmt: skip
+def test_parcnet_s_and_xs_blocks_compute_the_official_outer_frame(arch, stage, n, size):
+    model = _randomised(arch)
+    official = to_official(ARCHS[arch], model.state_dict())
+    assert f"layer_{stage + 1}.1.spatial_global_rep.{n}.running_mean" in official  # n blocks
     block = model.stages[stage][1]
     x = torch.randn(2, block.conv_kxk.conv.in_channels, size, size)
     with torch.no_grad():
-        expected = _outer_frame_v1(official, f"layer_{stage + 1}.1", x, n)
+        fusion = "add" if arch == "parcnet-xs" else "concat"
+        expected = _outer_frame_v1(official, f"layer_{stage + 1}.1", x, n, fusion)
         torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_deeplabv3_encoder_last_block_computes_the_official_dilated_outer_frame():
-    """outer_frame_v1(dilation=2): dim_adaptive.0 dilated, kernels 8 (output stride 16)."""
+def test_deeplabv3_encoder_last_block_computes_the_official_outer_frame():
+    """The official DeepLabV3 encoder (output stride 16) builds layer_5's outer_frame_v1
+    without its dilation argument: dim_adaptive.0 is a plain 3x3 conv, kernels 8."""
     model = _randomised("parcnet-s-deeplabv3")
     official = to_official(ARCHS["parcnet-s"], model.state_dict())
     x = torch.randn(2, 160, 8, 8)
     with torch.no_grad():
-        expected = _outer_frame_v1(official, "layer_5.1", x, 3, dilation=2)
+        expected = _outer_frame_v1(official, "layer_5.1", x, 3)
         torch.testing.assert_close(model.stages[4][1](x), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -490,3 +584,18 @@ def test_export_finds_the_network_whatever_its_training_only_args(args):
     assert _arch_of(recipe, "x.safetensors").name == "parcnet-s"
     recipe = {"plan": {"model": "mobilevit_s", "model_args": {**args, "output_stride": 16}}}
     assert _arch_of(recipe, "x.safetensors").name == "parcnet-s-deeplabv3"
+
+
+def test_parcnet_xs_block_refuses_a_stage_without_an_official_depth():
+    import timm
+
+    from parc_surgery.blocks.parcnet_s import XS_DEPTHS, build_parcnet_xs_block
+    from parc_surgery.blocks.registry import ReplacementContext, ReplacementError
+
+    block = timm.create_model("mobilevit_s").stages[2][1]
+    ctx = ReplacementContext(path="stages.1.1", feature_size=(64, 64), stage=1, index=1,
+                             first_in_container=False)  # fmt: skip
+    with pytest.raises(ReplacementError, match="stage 1, where ParC-Net-XS has no block"):
+        build_parcnet_xs_block(block, ctx)
+    ctx.stage = 3  # the official depth there is 3, not timm's 4 transformer blocks
+    assert len(build_parcnet_xs_block(block, ctx).parc_blocks) == XS_DEPTHS[3] == 3

@@ -190,9 +190,10 @@ class ParCMobileVitBlock(nn.Module):
     """MobileViT block with its transformer replaced by a stack of ParC meta-former blocks.
 
     forward: conv_kxk -> conv_1x1 -> parc_blocks -> norm -> conv_proj -> conv_fusion(cat
-    (shortcut, x)), the same order as timm's MobileVitBlock minus unfold/fold. Both
-    conversions (`parc_mobilevit`, `parcnet_s_block`) build this class; they differ in
-    the convs around the stack and its widths.
+    (shortcut, x)), the same order as timm's MobileVitBlock minus unfold/fold; with
+    fusion="add" (ParC-Net-XS) conv_fusion reads shortcut + x instead. The conversions
+    (`parc_mobilevit`, `parcnet_s_block`, `parcnet_xs_block`) build this class; they
+    differ in the convs around the stack, its widths and depth.
     """
 
     def __init__(
@@ -209,8 +210,11 @@ class ParCMobileVitBlock(nn.Module):
         drop_path_rates: list[float] | None = None,
         mid_mix: bool = False,
         bias: bool = False,
+        fusion: str = "concat",
     ):
         super().__init__()
+        if fusion not in ("concat", "add"):
+            raise ValueError(f"fusion must be 'concat' or 'add', got {fusion!r}")
         rates = drop_path_rates or [0.0] * len(ffn_dims)
         self.conv_kxk = conv_kxk
         self.conv_1x1 = conv_1x1
@@ -226,6 +230,7 @@ class ParCMobileVitBlock(nn.Module):
         self.norm = nn.BatchNorm2d(dim)
         self.conv_proj = conv_proj
         self.conv_fusion = conv_fusion
+        self.fusion = fusion
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
@@ -233,7 +238,8 @@ class ParCMobileVitBlock(nn.Module):
         x = self.norm(self.parc_blocks(x))
         x = self.conv_proj(x)
         if self.conv_fusion is not None:
-            x = self.conv_fusion(torch.cat((shortcut, x), dim=1))
+            fused = shortcut + x if self.fusion == "add" else torch.cat((shortcut, x), dim=1)
+            x = self.conv_fusion(fused)
         return x
 
 

@@ -1,4 +1,4 @@
-"""ParC-Net-S exactly: a timm MobileVitBlock -> the published ParC-Net block (`parcnet_s_block`).
+"""ParC-Net-S and -XS exactly: a timm MobileVitBlock -> the published ParC-Net block.
 
 The published ParC-Net-S (official `outer_frame_v1` with `gcc_ca_mf_block`, PARC.md
 section 3) is not MobileViT with its attention swapped: for a block with C input
@@ -17,12 +17,20 @@ The fusion conv is timm's, kept with its weights: it reads cat(shortcut, global)
 the official one reads cat(global, shortcut), the same function with the weight's input
 halves swapped (parc_surgery.official swaps them on import and export).
 
+ParC-Net-XS (`parcnet_xs_block`, official `scale_xs`) converts the same mobilevit_s
+blocks at D = C (96/128/160), F = 2D, with 2/3/2 ParC blocks in stages 2/3/4 (timm's
+MobileViT has 2/4/3 transformer blocks there) and fusion by addition: a new 3x3 conv
+C -> C + BN + SiLU on shortcut + global (the official `local_global_fusion` of
+fusion "add"). The local and projection convs are then depthwise (groups gcd(D, C) = C).
+
 Kernel lengths are those of ParC-Net-S's native 256 x 256 input, 256 / stride (32, 16, 8
 in mobilevit_s), whatever the conversion's input size: ParC resamples them at run time.
 The stride is the block's nominal one: a stage that a smaller `output_stride` dilates
-instead of downsampling (timm gives its local conv that dilation) keeps its kernel, as the
-official DeepLabV3 encoder (output stride 16) keeps 8 in its last block. A rule's
-`kernel_size` overrides them.
+instead of downsampling keeps its kernel, as the official DeepLabV3 encoder (output stride
+16) keeps 8 in its last block. A rule's `kernel_size` overrides them. timm dilates such a
+block's local conv; the official encoder does not (edgeformer's `_make_outer_frame_v1`
+never passes its dilation to `outer_frame_v1`, so `dim_adaptive.0` stays a plain 3x3
+conv), and neither does the conversion: only the stride-1 stem block before it changes.
 """
 
 from __future__ import annotations
@@ -35,7 +43,13 @@ from torch import nn
 from .mobilevit import ParCMobileVitBlock, check_mobilevit_block, transformer_dims
 from .registry import ReplacementContext, ReplacementError, register_replacement
 
-__all__ = ["NATIVE_INPUT", "build_parcnet_s_block", "native_kernel_size"]
+__all__ = [
+    "NATIVE_INPUT",
+    "XS_DEPTHS",
+    "build_parcnet_s_block",
+    "build_parcnet_xs_block",
+    "native_kernel_size",
+]
 
 _ACCEPTS = ("MobileVitBlock",)
 
@@ -60,27 +74,54 @@ def native_kernel_size(ctx: ReplacementContext, dilation: int = 1) -> tuple[int,
     return NATIVE_INPUT // stride, NATIVE_INPUT // stride
 
 
-@register_replacement("parcnet_s_block", accepts=_ACCEPTS, level="block")
-def build_parcnet_s_block(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
-    """MobileVitBlock -> ParC-Net-S block: D = 2C, F = 2D, grouped local/proj convs."""
-    check_mobilevit_block(module, ctx, "parcnet_s_block")
+# ParC-Net-XS (official edgeformer config `scale_xs`, edgeformer_xs.yaml): ParC blocks per
+# stage, by the block's nominal stage (timm's stages.2 .. stages.4 = cvnets' layer_3 .. 5).
+XS_DEPTHS = {2: 2, 3: 3, 4: 2}
+
+
+def _nominal_stage(ctx: ReplacementContext, dilation: int) -> int:
+    """The stage the block would be in without output_stride's dilation."""
+    return ctx.stage + max(1, int(dilation)).bit_length() - 1
+
+
+def _outer_frame(module: nn.Module, ctx: ReplacementContext, name: str) -> nn.Module:
+    """MobileVitBlock -> official `outer_frame_v1` of ParC-Net-S (`name` parcnet_s_block)
+    or ParC-Net-XS (parcnet_xs_block)."""
+    check_mobilevit_block(module, ctx, name)
     local = next(m for m in module.conv_kxk.modules() if isinstance(m, nn.Conv2d))
     c = local.in_channels
+    xs = name == "parcnet_xs_block"
+    title = "ParC-Net-XS" if xs else "ParC-Net-S"
     if module.conv_fusion is None:
         raise ReplacementError(
-            "this MobileVitBlock has no conv_fusion (no_fusion=True); ParC-Net-S fuses the "
+            f"this MobileVitBlock has no conv_fusion (no_fusion=True); {title} fuses the "
             "global path with the shortcut",
             where=ctx.path,
             hint="use parc_mobilevit for this block",
         )
-    d = 2 * c
     _, rates = transformer_dims(module, ctx)
+    if xs:
+        stage = _nominal_stage(ctx, local.dilation[0])
+        if stage not in XS_DEPTHS:
+            raise ReplacementError(
+                f"this MobileVitBlock is in stage {stage}, where ParC-Net-XS has no block "
+                f"(it has ParC blocks in stages {', '.join(map(str, XS_DEPTHS))})",
+                where=ctx.path,
+                hint="convert mobilevit_s, or use parcnet_s_block / parc_mobilevit",
+            )
+        # Width D = C, n ParC blocks; drop-path rates: the replaced transformer's first n.
+        d, depth = c, XS_DEPTHS[stage]
+        rates = (rates + rates[-1:] * depth)[:depth]
+        fusion = ConvNormAct(c, c, 3, act_layer=nn.SiLU)  # local_global_fusion on res + x
+    else:
+        d, fusion = 2 * c, copy.deepcopy(module.conv_fusion)
     new = ParCMobileVitBlock(
-        # Dilated like timm's (and the official dim_adaptive) where output_stride dilates.
-        ConvNormAct(c, d, 3, groups=c, dilation=local.dilation[0], act_layer=nn.SiLU),
+        # groups gcd(D, C) = C in both sizes, as the official dim_adaptive.0. Never
+        # dilated: the official one is not, even where output_stride dilates the stage.
+        ConvNormAct(c, d, 3, groups=c, act_layer=nn.SiLU),
         nn.Conv2d(d, d, 1, bias=False),
         ConvNormAct(d, c, 1, groups=c, act_layer=nn.SiLU),
-        copy.deepcopy(module.conv_fusion),
+        fusion,
         d,
         native_kernel_size(ctx, local.dilation[0]),
         [2 * d] * len(rates),
@@ -89,9 +130,24 @@ def build_parcnet_s_block(module: nn.Module, ctx: ReplacementContext) -> nn.Modu
         drop_path_rates=rates,
         mid_mix=ctx.options.mid_mix,
         bias=bool(ctx.options.bias),
+        fusion="add" if xs else "concat",
     )
     # The official model initialises every nn.Conv2d with kaiming_normal(fan_out).
-    for conv in (new.conv_kxk.conv, new.conv_1x1, new.conv_proj.conv):
+    convs = [new.conv_kxk.conv, new.conv_1x1, new.conv_proj.conv]
+    for conv in convs + ([fusion.conv] if xs else []):
         nn.init.kaiming_normal_(conv.weight, mode="fan_out")
     weight = local.weight
     return new.to(device=weight.device, dtype=weight.dtype).train(module.training)
+
+
+@register_replacement("parcnet_s_block", accepts=_ACCEPTS, level="block")
+def build_parcnet_s_block(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
+    """MobileVitBlock -> ParC-Net-S block: D = 2C, F = 2D, grouped local/proj convs."""
+    return _outer_frame(module, ctx, "parcnet_s_block")
+
+
+@register_replacement("parcnet_xs_block", accepts=_ACCEPTS, level="block")
+def build_parcnet_xs_block(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
+    """MobileVitBlock -> ParC-Net-XS block: D = C, F = 2D, 2/3/2 ParC blocks in stages
+    2/3/4, a new 3x3 fusion conv C -> C on shortcut + global (official fusion "add")."""
+    return _outer_frame(module, ctx, "parcnet_xs_block")

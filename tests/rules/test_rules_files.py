@@ -37,6 +37,7 @@ def test_shipped_configs_are_listed_with_descriptions():
         "swin",
         "efficientformer",
         "parcnet-s",
+        "parcnet-xs",
         "generic",
     }
     for name, (path, description) in configs.items():
