@@ -242,3 +242,14 @@ def test_the_official_weights_block_runs_on_files_of_the_official_layout(tmp_pat
     back = torch.load(tmp_path / "parcnet-s-official.pt", weights_only=True)
     back = back.get("model_state_dict", back) if isinstance(back, dict) else back
     assert all(torch.equal(back[k], v) for k, v in official.items())
+
+
+def test_the_journey_states_its_measured_times_and_the_machine():
+    # Times in the README are measurements of the block as written, with the machine said.
+    text = (ROOT / "README.md").read_text()
+    journey = text.split("examples/make_digits.py digits", 1)[1].split("\n| model |", 1)[0]
+    for said in ("2-core", "1 thread", "28 s an epoch", "`finetune` 205 s", "`export` 8.5 s"):
+        assert said in journey, said
+    quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "about four minutes" not in quick_start  # the suite takes over ten on 2 cores
+    assert "2-core" in quick_start
