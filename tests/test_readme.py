@@ -198,9 +198,9 @@ def _run_line(line: str) -> None:
     assert result.exit_code == 0, f"{line}\n{result.output}"
 
 
-def test_the_timm_and_hub_blocks_run_as_written(tmp_path, monkeypatch):
-    # What they read comes from the README lines above them: the Quick start's ResNet50 and
-    # the ParC-Net-S of "Converting other models".
+def test_the_python_and_hub_blocks_run_as_written(tmp_path, monkeypatch):
+    # In README order; what they read comes from the README lines above them: the Quick
+    # start's ResNet50 and the ParC-Net-S of "Converting other models".
     import timm
 
     monkeypatch.chdir(tmp_path)
@@ -210,6 +210,8 @@ def test_the_timm_and_hub_blocks_run_as_written(tmp_path, monkeypatch):
     for line in (quick_start, parcnet):
         _run_line(line)
     namespace: dict = {}
+    exec(_block_with("ps.parcify_(model"), namespace)  # "Checkpoints and loading in Python"
+    assert (tmp_path / "cx.safetensors").is_file()
     exec(_block_with('"parcnet_s", pretrained=True'), namespace)
     assert namespace["model"].pretrained_cfg["input_size"] == (3, 256, 256)
     hub = _block_with("parc-surgery save-pretrained").splitlines()
