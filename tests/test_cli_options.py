@@ -129,3 +129,13 @@ def test_pretrained_without_network_fails_at_once_with_exit_6(monkeypatch, model
     result = runner.invoke(app, ["convert", model, "--pretrained", "--dry-run"])
     assert result.exit_code == 6, result.output
     assert "cannot be reached" in result.output and "--weights FILE" in result.output
+
+
+def test_tables_in_a_file_or_pipe_have_no_padding_at_the_ends_of_the_lines():
+    # rich centres a table's title over it and pads it to the table's width; piped output
+    # (inspect, bench, eval, cam, batch, finetune) has none of it.
+    result = runner.invoke(app, ["inspect", "resnet18", "--input-size", "64"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any("layer4" in line for line in lines)
+    assert [line for line in lines if line != line.rstrip()] == []

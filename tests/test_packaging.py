@@ -44,7 +44,8 @@ def test_license_is_an_spdx_expression_with_its_file_shipped():
     assert "Apache License" in (ROOT / "LICENSE").read_text()
     assert not [c for c in project["classifiers"] if c.startswith("License ::")]
     assert "Typing :: Typed" in project["classifiers"]
-    assert any(r.startswith("setuptools>=7") for r in config["build-system"]["requires"])
+    (setuptools,) = [r for r in config["build-system"]["requires"] if r.startswith("setuptools")]
+    assert int(setuptools.removeprefix("setuptools>=").split(".")[0]) >= 77
     assert project["urls"]
 
 
@@ -75,3 +76,14 @@ def test_dir_lists_the_lazy_public_names():
     listed = dir(parc_surgery)
     for name in ("convert", "load", "save", "parcify_", "finetune"):
         assert name in listed
+
+
+def test_the_readme_says_which_setuptools_a_no_build_isolation_install_needs():
+    # pip --no-build-isolation ignores [build-system]; setuptools < 77 rejects the SPDX
+    # license string with a schema error that does not say so.
+    (setuptools,) = [
+        r for r in _project()["build-system"]["requires"] if r.startswith("setuptools")
+    ]
+    quick_start = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ")[0]
+    assert "--no-build-isolation" in quick_start
+    assert f'"{setuptools}"' in quick_start

@@ -113,3 +113,145 @@ def test_the_digits_journey_runs_as_written_at_a_tiny_size(tmp_path, monkeypatch
         result = runner.invoke(app, args)
         assert result.exit_code == 0, f"{' '.join(words)}\n{result.output}"
     assert (tmp_path / "r26-parc-ft.onnx").is_file()
+
+
+# Files a block reads or writes: checkpoints, state_dicts, ONNX models and hub folders.
+_MODEL_FILE = r"[\w./-]+\.(?:safetensors|pt|pth|onnx)"
+_PY_WRITE = re.compile(r"""(?:save\w*\(.*,\s*|output=)["'](""" + _MODEL_FILE + r""")["']""")
+_PY_READ = re.compile(r"""["'](?:local-dir:)?([\w./-]+)["']""")
+
+
+def _blocks_in_order() -> list[tuple[str, str]]:
+    text = (ROOT / "README.md").read_text()
+    return re.findall(r"```(bash|python)\n(.*?)\n```", text, flags=re.S)
+
+
+def _reads_and_writes(kind: str, block: str) -> list[tuple[str, set[str], set[str], str]]:
+    """Per line: (line, files read, files written, the block's `# needs` comment)."""
+    import shlex
+
+    needs = " ".join(line for line in block.splitlines() if line.startswith("# needs"))
+    rows = []
+    for line in block.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        if kind == "python":
+            writes = set(_PY_WRITE.findall(line))
+            names = set(_PY_READ.findall(line.split("#", 1)[0])) - writes
+            reads = {n for n in names if re.fullmatch(_MODEL_FILE, n) or "local-dir:" in line
+                     or f'load("{n}")' in line}  # fmt: skip
+            rows.append((line, reads, writes, needs))
+            continue
+        for command in line.split(" && "):
+            rows.append((line, *_bash_reads_and_writes(shlex.split(command, comments=True)), needs))
+    return rows
+
+
+def _bash_reads_and_writes(words: list[str]) -> tuple[set[str], set[str]]:
+    from parc_surgery.models import file_stem
+
+    words = [w.removeprefix(".venv/bin/") for w in words]
+    writes = {words[i + 1] for i, w in enumerate(words[:-1]) if w in ("-o", "--output")}
+    if words[:2] == ["parc-surgery", "save-pretrained"]:
+        writes.add(words[3])
+    if words[0] == "parc-convert" and not writes and "--dry-run" not in words:
+        writes.add(f"{file_stem(words[1])}-parc.safetensors")
+    if words[0] == "python" and "-c" in words:
+        writes |= set(_PY_WRITE.findall(words[words.index("-c") + 1]))
+        words = words[: words.index("-c")]
+    reads = {w for w in words if re.fullmatch(_MODEL_FILE, w)} - writes
+    if words[:2] == ["hf", "upload"]:
+        reads.add(words[3])
+    return reads, writes
+
+
+def test_every_block_reads_only_files_made_above_it_or_named_as_needed():
+    # Run top to bottom, a block may read a checkpoint, an official file or a hub folder only
+    # when an earlier line wrote it, or when its `# needs` comment says where it comes from;
+    # and no file is written twice (the second write, without --force, is exit 7).
+    written: dict[str, str] = {}
+    for kind, block in _blocks_in_order():
+        for line, reads, writes, needs in _reads_and_writes(kind, block):
+            for name in sorted(reads):
+                assert name in written or name in needs, (
+                    f"{name!r} is read before it is made: {line}"
+                )
+            for name in sorted(writes):
+                assert name not in written, f"{name!r}: written by {written[name]!r} and {line!r}"
+                written[name] = line
+
+
+def _block_with(text: str) -> str:
+    return next(b for _, b in _blocks_in_order() if text in b)
+
+
+def _run_line(line: str) -> None:
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from parc_surgery.cli import app
+
+    words = [w.removeprefix(".venv/bin/") for w in shlex.split(line, comments=True)]
+    args = words[1:] if words[0] == "parc-surgery" else ["convert", *words[1:]]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, f"{line}\n{result.output}"
+
+
+def test_the_python_and_hub_blocks_run_as_written(tmp_path, monkeypatch):
+    # In README order; what they read comes from the README lines above them: the Quick
+    # start's ResNet50 and the ParC-Net-S of "Converting other models".
+    import timm
+
+    monkeypatch.chdir(tmp_path)
+    quick_start = quick_start_commands()[0].split(" && .venv/bin/")[-1]
+    parcnet = next(line for line in _block_with("--rules parcnet-s -o").splitlines()
+                   if "--rules parcnet-s -o" in line)  # fmt: skip
+    for line in (quick_start, parcnet):
+        _run_line(line)
+    namespace: dict = {}
+    exec(_block_with("ps.parcify_(model"), namespace)  # "Checkpoints and loading in Python"
+    assert (tmp_path / "cx.safetensors").is_file()
+    exec(_block_with('"parcnet_s", pretrained=True'), namespace)
+    assert namespace["model"].pretrained_cfg["input_size"] == (3, 256, 256)
+    hub = _block_with("parc-surgery save-pretrained").splitlines()
+    assert hub[1].startswith("hf upload")
+    _run_line(hub[0])
+    exec(_block_with('"local-dir:'), namespace)
+    assert isinstance(namespace["model"], timm.models.ResNet)
+    assert sum(p.numel() for p in namespace["model"].parameters()) == 23_737_640
+
+
+def test_the_official_weights_block_runs_on_files_of_the_official_layout(tmp_path, monkeypatch):
+    # The block's `# needs` files are the official release's; built here as test_official does.
+    import torch
+
+    from parc_surgery.official import ARCHS, _reference, to_official
+
+    block = _block_with("import-official edgeformer_s.pt")
+    needs = next(line for line in block.splitlines() if line.startswith("# needs"))
+    assert set(re.findall(_MODEL_FILE, needs)) == {"edgeformer_s.pt", "ssd_edgeformer_s.pt"}
+    official = to_official(ARCHS["parcnet-s"], _reference("parcnet-s")[0].state_dict())
+    torch.save(official, tmp_path / "edgeformer_s.pt")
+    encoder = {f"encoder.{k}": v for k, v in official.items()
+               if not k.startswith(("classifier.", "conv_1x1_exp."))}  # fmt: skip
+    heads = {"ssd_heads.0.loc_cls_layer.block.conv.weight": torch.zeros(42, 128, 3, 3)}
+    torch.save({"model_state_dict": {**encoder, **heads}}, tmp_path / "ssd_edgeformer_s.pt")
+    monkeypatch.chdir(tmp_path)
+    for line in block.splitlines():
+        if not line.startswith("#"):
+            _run_line(line)
+    back = torch.load(tmp_path / "parcnet-s-official.pt", weights_only=True)
+    back = back.get("model_state_dict", back) if isinstance(back, dict) else back
+    assert all(torch.equal(back[k], v) for k, v in official.items())
+
+
+def test_the_journey_states_its_measured_times_and_the_machine():
+    # Times in the README are measurements of the block as written, with the machine said.
+    text = (ROOT / "README.md").read_text()
+    journey = text.split("examples/make_digits.py digits", 1)[1].split("\n| model |", 1)[0]
+    for said in ("2-core", "1 thread", "28 s an epoch", "`finetune` 205 s", "`export` 8.5 s"):
+        assert said in journey, said
+    quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "about four minutes" not in quick_start  # the suite takes over ten on 2 cores
+    assert "2-core" in quick_start

@@ -145,7 +145,7 @@ def quantize_export(
                 ) from None
             ort_session(tmp)  # it loads, or the file is not written
         result = {
-            "path": str(target),
+            "output": str(target),
             "quantize": "int8",
             "format": "QDQ",
             "calibration_split": calib_split,

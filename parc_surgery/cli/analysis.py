@@ -534,7 +534,7 @@ def export_command(
         return
     if quantize:
         ui.info(
-            f"wrote {result['path']} (INT8 QDQ, {result['bytes']} bytes; FP32 "
+            f"wrote {result['output']} (INT8 QDQ, {result['bytes']} bytes; FP32 "
             f"{result['fp32_bytes']}), calibrated on {result['calibration_images']} images"
         )
         if "int8_top1" in result:

@@ -91,7 +91,11 @@ class Output:
         self.out = Console(file=sys.stdout, no_color=no_color, soft_wrap=False)
         self.err = Console(file=sys.stderr, no_color=no_color, stderr=True)
         if not self.out.is_terminal:
-            self.out = Console(file=sys.stdout, no_color=True, width=200, color_system=None)
+            # Files and pipes: no colour, and no padding at the ends of the lines (a
+            # table's title and caption are centred over it by rich).
+            self.out = Console(
+                file=_StrippedLines(sys.stdout), no_color=True, width=200, color_system=None
+            )
         if not self.err.is_terminal:
             self.err = Console(file=sys.stderr, no_color=True, width=200, color_system=None)
 
@@ -124,6 +128,32 @@ class Output:
         if not self.interactive:
             return _NullSteps()
         return _LiveSteps(self.err, total_label)
+
+
+class _StrippedLines:
+    """A text stream writing each complete line to `file` without its trailing spaces."""
+
+    def __init__(self, file):
+        self.file = file
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        if lines:
+            self.file.write("".join(line.rstrip(" ") + "\n" for line in lines))
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.file.write(self.pending)
+            self.pending = ""
+        self.file.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    def __getattr__(self, name: str):  # fileno, encoding, ...: the stream's own
+        return getattr(self.file, name)
 
 
 def _stdout_name() -> str:

@@ -74,7 +74,8 @@ def test_int8_export_writes_a_qdq_model_that_runs_and_reports_top1(tmp_path, che
     )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["path"] == str(target) and data["quantize"] == "int8"
+    assert data["output"] == str(target) and data["quantize"] == "int8"
+    assert "path" not in data  # the file a command wrote is `output` in every command
     assert data["calibration_images"] == 16 and data["calibration_split"] == "train"
     assert data["val_images"] > 0
     assert 0.0 <= data["fp32_top1"] <= 100.0 and 0.0 <= data["int8_top1"] <= 100.0
