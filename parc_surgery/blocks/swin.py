@@ -50,11 +50,25 @@ class ParCSwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, c = x.shape
+        if self.mixer.fast_path_applies():  # NHWC throughout, no permute copies
+            z = self.mixer.add_pe_nhwc(x) if self.mixer.has_pe else x
+            y = self.mixer.mix_nhwc(self.norm1(z))
+        else:
+            y = self._mix_reference(x)
+        x = (x + self.drop_path1(y)).reshape(b, -1, c)
+        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        return x.reshape(b, h, w, c)
+
+    def _mix_reference(self, x: torch.Tensor) -> torch.Tensor:
         z = x
         if self.mixer.has_pe:  # pe before the norm
-            z = self.mixer.add_pe(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        y = self.mixer(self.norm1(z).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        x = (x + self.drop_path1(y)).reshape(b, -1, c)
+            z = self.mixer.add_pe_reference(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        return self.mixer.forward_reference(self.norm1(z).permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The block with the mixer step by step on NCHW permutes."""
+        b, h, w, c = x.shape
+        x = (x + self.drop_path1(self._mix_reference(x))).reshape(b, -1, c)
         x = x + self.drop_path2(self.mlp(self.norm2(x)))
         return x.reshape(b, h, w, c)
 

@@ -107,22 +107,49 @@ class ParCViTBlock(nn.Module):
         self.prefix_tokens = prefix_tokens
         self.runtime_grid: tuple[int, int] | None = None
 
-    def _grid(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, h*w, C) tokens -> (B, C, h, w) map."""
-        h, w = token_grid(tokens.shape[1], self.grid_size, self.runtime_grid)
-        return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], h, w)
-
     def forward(
         self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
     ) -> torch.Tensor:
         if attn_mask is not None or is_causal:
             raise ValueError("a ParC block has no attention: attn_mask / is_causal do not apply")
+        if self.mixer.fast_path_applies():
+            return self._forward_fast(x)
+        return self.forward_reference(x)
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        # The patch tokens are a (B, h, w, C) map as they lie: the mixer reads and writes
+        # them through views, so no block transposes or concatenates its tokens.
         p = self.prefix_tokens
+        b, n, c = x.shape
+        h, w = token_grid(n - p, self.grid_size, self.runtime_grid)
+        mixer = self.mixer
         z = x
-        if self.mixer.has_pe:  # pe before the norm, on the patch tokens only
-            pos = self.mixer.add_pe(self._grid(x[:, p:]))
+        if mixer.has_pe:  # pe before the norm, on the patch tokens only
+            z = torch.empty_like(x)
+            z[:, :p] = x[:, :p]
+            mixer.add_pe_nhwc(x[:, p:].view(b, h, w, c), out=z[:, p:].view(b, h, w, c))
+        zn = self.norm1(z)
+        y = torch.empty_like(x)
+        mixer.mix_nhwc(zn[:, p:].view(b, h, w, c), out=y[:, p:].view(b, h, w, c))
+        if p:
+            y[:, :p] = y[:, p:].mean(dim=1, keepdim=True)
+        x = x + self.drop_path1(self.ls1(y))
+        return x + self.drop_path2(self.ls2(self.mlp(self.norm2(x))))
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The block on the (B, C, h, w) grid, with transposes: training, tracing, export."""
+        p = self.prefix_tokens
+        b, n, c = x.shape
+        h, w = token_grid(n - p, self.grid_size, self.runtime_grid)
+
+        def grid(tokens: torch.Tensor) -> torch.Tensor:
+            return tokens.transpose(1, 2).reshape(b, c, h, w)
+
+        z = x
+        if self.mixer.has_pe:
+            pos = self.mixer.add_pe_reference(grid(x[:, p:]))
             z = torch.cat([x[:, :p], pos.flatten(2).transpose(1, 2)], dim=1)
-        y = self.mixer(self._grid(self.norm1(z)[:, p:])).flatten(2).transpose(1, 2)
+        y = self.mixer.forward_reference(grid(self.norm1(z)[:, p:])).flatten(2).transpose(1, 2)
         if p:
             y = torch.cat([y.mean(dim=1, keepdim=True).expand(-1, p, -1), y], dim=1)
         x = x + self.drop_path1(self.ls1(y))
