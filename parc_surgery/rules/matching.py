@@ -202,7 +202,7 @@ def _per_stage_positions(
     for stage, paths in loose.items():
         for index, path in enumerate(paths):
             placed[path] = dataclasses.replace(
-                candidates[path], container=f"stage {stage}", index=index, container_len=len(paths)
+                candidates[path], container=f"_stage{stage}", index=index, container_len=len(paths)
             )
     return placed
 

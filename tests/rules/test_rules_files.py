@@ -38,7 +38,7 @@ def test_shipped_configs_are_listed_with_descriptions():
         "efficientformer",
         "parcnet-s",
         "generic",
-    }
+    } | {"convnets", "vgg", "convmixer"}
     for name, (path, description) in configs.items():
         assert path.name == f"{name}.yaml" and path.is_file()
         assert description and "\n" not in description
