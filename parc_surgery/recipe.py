@@ -35,9 +35,10 @@ _Size = Annotated[list[_Side], Field(min_length=2, max_length=2)]  # [H, W]
 _Text = Annotated[str, Field(max_length=4096)]
 _Name = Annotated[str, Field(max_length=128, pattern=r"^[A-Za-z0-9_.+-]*$")]
 # A dotted module path; a container may be a run of a flat Sequential: "features[7:11]".
+# A name may hold a hyphen: torchvision's RegNet blocks are "block3-1".
 _ModulePath = Annotated[
     str,
-    Field(max_length=512, pattern=r"^([A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*(\[\d+:\d+\])?)?$"),
+    Field(max_length=512, pattern=r"^([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*(\[\d+:\d+\])?)?$"),
 ]
 
 

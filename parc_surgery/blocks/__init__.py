@@ -10,6 +10,7 @@ blocks (blocks/torchvision.py).
 from . import (  # noqa: F401  (register)
     bottleneck,
     convnext,
+    dense_conv,
     dwconv,
     efficientformer,
     inverted_residual,

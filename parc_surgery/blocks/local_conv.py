@@ -101,7 +101,7 @@ def check_local_conv(conv: nn.Module, ctx: ReplacementContext, attr: str) -> nn.
             f"{attr} has an even kernel {conv.kernel_size}: it has no centre tap to align with",
             where=ctx.path,
         )
-    if kind == "Conv2d":
+    if kind == "Conv2d" and conv.padding != "same":  # ConvMixer's padding="same": centred
         # A 'same' conv pads dilation * (k - 1) / 2; anything else shifts or shrinks the map.
         centred = tuple(
             d * (k - 1) // 2 for d, k in zip(conv.dilation, conv.kernel_size, strict=True)

@@ -85,7 +85,8 @@ def find_containers(
     inner = _block_internals(children, modules, stage_of)
     block: dict[str, int] = {}
     for path, names in children.items():
-        if any(b == "" or path.startswith(b + ".") for b in block):
+        outer = [b for b in block if b == "" or path.startswith(b + ".")]
+        if outer and not _parallel_branch(path, names, block[outer[-1]], stage_of):
             continue  # nested inside a block of an outer block container
         if any(path.startswith(b + ".") for b in inner):
             continue  # a block's own Sequential (torchvision's `block`, Xception's `stack`)
@@ -107,6 +108,16 @@ def find_containers(
                 runs.update(_runs(path, names, modules, stage_of, channels_of))
         block.update({run: stage_of[member] for member, (run, _, _) in runs.items()})
     return Containers(children, block, runs)
+
+
+def _parallel_branch(
+    path: str, names: list[str], outer_stage: int, stage_of: dict[str, int | None]
+) -> bool:
+    """A container inside a block whose children all run at one other stage: a branch of a
+    multi-resolution block (HRNet's `stage3.0.branches.2` at stride 16 inside a module
+    that outputs stride 4), so its blocks are that stage's blocks."""
+    stages = {stage_of.get(_join(path, n)) for n in names}
+    return len(stages) == 1 and None not in stages and stages != {outer_stage}
 
 
 def _block_internals(

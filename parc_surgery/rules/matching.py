@@ -9,6 +9,7 @@ raise RulesError; requested stages the model does not have raise UsageError.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -149,17 +150,22 @@ def _select(
     modules: dict[str, nn.Module],
     stages: list[int],
     filter_fn: FilterFn | None = None,
+    placed: dict[str, ModuleInfo] | None = None,
 ) -> tuple[list[str], list[str]]:
-    """(selected paths, stride-2 paths skipped) of rule i, in model order."""
+    """(selected paths, stride-2 paths skipped) of rule i, in model order; `placed` gets
+    each selected module's info with its position (per stage outside block containers)."""
     spec = ruleset.rules[i].match
     allowed = set(stages) & set(spec.stages) if spec.stages else set(stages)
     selected: list[str] = []
     chosen: set[str] = set()
     strided: list[str] = []
-    for path, info in graph.modules.items():
-        module = modules.get(path)
-        if module is None or not _is_candidate(spec, info, module, allowed):
-            continue
+    candidates = {
+        path: info
+        for path, info in graph.modules.items()
+        if path in modules and _is_candidate(spec, info, modules[path], allowed)
+    }
+    for path, info in _per_stage_positions(candidates, graph).items():
+        module = modules[path]
         if not _positioned(spec, info):
             continue
         if spec.name is not None and not fnmatch.fnmatchcase(path, spec.name):
@@ -173,7 +179,32 @@ def _select(
         else:
             selected.append(path)
             chosen.add(path)
+            if placed is not None:
+                placed[path] = info
     return selected, strided
+
+
+def _per_stage_positions(
+    candidates: dict[str, ModuleInfo], graph: ModelGraph
+) -> dict[str, ModuleInfo]:
+    """The candidates, each placed in its block container; a candidate in none (VGG's
+    convs, DLA's tree of blocks, DPN's flat `features`, ConvMixer's nested Sequentials) is
+    placed among the rule's other such candidates of its stage, in model order, so
+    `index` and `fraction` count per stage there too, never over the whole model."""
+    blocks = {c for stage in graph.stages.values() for c, _ in stage.containers}
+    loose: dict[int, list[str]] = {}
+    for path, info in candidates.items():
+        if info.container in blocks or info.stage is None:
+            continue
+        if _inside(path, set(loose.get(info.stage, []))) is None:
+            loose.setdefault(info.stage, []).append(path)
+    placed = dict(candidates)
+    for stage, paths in loose.items():
+        for index, path in enumerate(paths):
+            placed[path] = dataclasses.replace(
+                candidates[path], container=f"_stage{stage}", index=index, container_len=len(paths)
+            )
+    return placed
 
 
 def _check_accepts(
@@ -231,9 +262,10 @@ def match(
     owner: dict[str, int] = {}
     warnings: list[str] = list(notes)
     unmatched: list[str] = []
+    placed: dict[str, ModuleInfo] = {}
     stage_text = ", ".join(map(str, chosen))
     for i in range(len(ruleset.rules)):
-        selected, strided = _select(ruleset, i, graph, modules, chosen, filter_fn)
+        selected, strided = _select(ruleset, i, graph, modules, chosen, filter_fn, placed)
         if strided:
             warnings.append(
                 f"{ruleset.rule_label(i)} skipped {', '.join(strided)}: stride 2 (ParC is "
@@ -248,15 +280,15 @@ def match(
             owner[path] = i
     order = {path: n for n, path in enumerate(graph.modules)}
     paths = sorted(owner, key=order.__getitem__)
-    firsts = _first_in_container(paths, graph)
-    matches = [_make_match(ruleset, owner[p], graph.modules[p], p in firsts) for p in paths]
+    firsts = _first_in_container(paths, placed)
+    matches = [_make_match(ruleset, owner[p], placed[p], p in firsts) for p in paths]
     return MatchResult(matches=matches, warnings=warnings, stages=chosen, unmatched_rules=unmatched)
 
 
-def _first_in_container(paths: list[str], graph: ModelGraph) -> set[str]:
+def _first_in_container(paths: list[str], placed: dict[str, ModuleInfo]) -> set[str]:
     first: dict[str, tuple[int, str]] = {}
     for path in paths:
-        info = graph.modules[path]
+        info = placed[path]
         key = info.container if info.container is not None else path
         position = (info.index if info.index is not None else 0, path)
         if key not in first or position < first[key]:

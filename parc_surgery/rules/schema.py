@@ -41,6 +41,8 @@ IMPLS = IMPL_CHOICES
 # The built-in replacements; used only while the registry is still empty.
 KNOWN_REPLACEMENTS = (
     "parc_bottleneck",
+    "parc_conv",
+    "parc_conv_block",
     "parc_convnext",
     "parc_dwconv",
     "parc_efficientformer",

@@ -176,4 +176,4 @@ def test_default_rules_for_recognises_families_by_class():
     assert default_rules_for("my_regnet", model) == "regnet"
     # A name that looks like a family but lacks its classes is not that family.
     model = timm.create_model("resnetv2_50x1_bit", pretrained=False)
-    assert default_rules_for("resnetv2_50x1_bit", model) == "generic"
+    assert default_rules_for("resnetv2_50x1_bit", model) == "convnets"  # not resnet

@@ -118,3 +118,15 @@ def test_rexnet_last_half_is_per_stage():
     planned = plan_conversion("rexnet_100", rules="generic", input_size=(128, 128))
     placed = {(s.stage, s.index, s.container_len) for s in planned.plan.swaps}
     assert placed == {(3, 3, 6), (3, 4, 6), (3, 5, 6), (4, 3, 5), (4, 4, 5)}, placed
+
+
+def test_hrnet_parallel_branches_are_stages():
+    # The BasicBlocks of each HRNet branch sit inside a multi-resolution module that was
+    # taken for a stage-1 block, so its stride-16 / stride-32 branches planned nothing.
+    planned = plan_conversion("hrnet_w18_small", input_size=(128, 128))
+    placed = {(s.path, s.stage) for s in planned.plan.swaps}
+    assert placed == {
+        ("stage3.0.branches.2.1", 3),
+        ("stage4.0.branches.2.1", 3),
+        ("stage4.0.branches.3.1", 4),
+    }, placed
