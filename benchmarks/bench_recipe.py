@@ -44,6 +44,7 @@ TRACKED = ("--warm-start-epochs", "--feature-distill-weight", "--parc-lr-scale",
 ARMS = {
     "warm start 0": {"--warm-start-epochs": 0},
     "warm start 1": {"--warm-start-epochs": 1},
+    "ParC lr x1": {"--parc-lr-scale": 1.0},
     "feature distillation 1": {"--feature-distill-weight": 1.0},
     "ParC lr x3": {"--parc-lr-scale": 3.0},
     "old augmentation (scale 0.08, hflip 0.5)": {"--scale": 0.08, "--hflip": 0.5},
@@ -151,16 +152,26 @@ def _stats(values: list[float]) -> str:
     return f"{statistics.mean(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
+def label_of(settings: dict[str, object] | None, defaults: dict[str, object]) -> str:
+    """An arm's name: how its settings differ from finetune's current defaults."""
+    if settings is None:
+        return PLAIN
+    changed = [
+        ("--no-augment" if not v else "--augment") if f == "--augment" else f"{f} {v}"
+        for f, v in settings.items()
+        if v != defaults[f]
+    ]
+    return " ".join(changed) if changed else "finetune defaults"
+
+
 def render(rows: list[dict], epochs: int, defaults: dict[str, object]) -> str:
-    """The docs section: one line per arm, mean and range over its seeds."""
+    """The docs section: one line per configuration, mean and range over its seeds."""
     by_arm: dict[str, list[dict]] = {}
     for row in rows:
         if row.get("epochs") == epochs:
-            by_arm.setdefault(row["arm"], []).append(row)
+            by_arm.setdefault(label_of(row.get("settings"), defaults), []).append(row)
     default_settings = settings_of({}, defaults)
-    default_arm = next(
-        (a for a, found in by_arm.items() if found[0].get("settings") == default_settings), None
-    )
+    default_arm = "finetune defaults"
     originals = sorted({row["original"] for row in rows})
     plain = [r["top1"] for r in by_arm.get(PLAIN, [])]
     default = [r["top1"] for r in by_arm.get(default_arm, [])]
@@ -179,17 +190,16 @@ def render(rows: list[dict], epochs: int, defaults: dict[str, object]) -> str:
         "benchmarks/bench_recipe.py --arms all && python benchmarks/bench_recipe.py --write`. "
         f"finetune's defaults: {shown}.",
         "",
-        "| arm (change from finetune's defaults) | seeds | val top-1, mean (range) | vs plain KD |",
+        "| recovery (change from finetune's defaults) | seeds | val top-1, mean (range) "
+        "| vs plain KD |",
         "|---|---|---|---|",
     ]
-    for arm in [*ARMS, PLAIN]:
-        found = by_arm.get(arm)
-        if not found:
-            continue
+    for arm in sorted(by_arm, key=lambda a: (a != default_arm, a == PLAIN, a)):
+        found = by_arm[arm]
         values = [r["top1"] for r in found]
         gap = f"{statistics.mean(values) - statistics.mean(plain):+.2f}" if plain else "-"
         seeds = ",".join(str(r["seed"]) for r in sorted(found, key=lambda r: r["seed"]))
-        label = f"**{arm} (= the defaults)**" if arm == default_arm else arm
+        label = f"**{arm}**" if arm == default_arm else arm
         lines.append(f"| {label} | {seeds} | {_stats(values)} | {gap} |")
     if plain and default:
         verdict = (
@@ -255,17 +265,21 @@ def main(argv=None) -> int:
         ps.convert(NAME, model_args={"num_classes": 10}, input_size=(SIZE, SIZE), rules=RULES,
                    weights=str(weights), output=str(converted), force=True)  # fmt: skip
     labels = {"core": CORE, "all": [*ARMS, PLAIN]}.get(args.arms) or args.arms.split(",")
-    done = {(r["arm"], r["seed"], r.get("epochs")) for r in read_results(results)}
+    # A run is identified by its settings (not its arm's name): a change of the CLI
+    # defaults re-runs the arms whose settings it changes, and keeps the others.
+    done = {
+        (json.dumps(r.get("settings"), sort_keys=True), r["seed"], r.get("epochs"))
+        for r in read_results(results)
+    }
     for seed in [int(s) for s in args.seeds.split(",")]:
         for arm in labels:
-            if (arm, seed, n) in done:
+            settings = None if arm == PLAIN else settings_of(ARMS[arm], defaults)
+            if (json.dumps(settings, sort_keys=True), seed, n) in done:
                 continue
             start = time.perf_counter()
-            settings = None
             if arm == PLAIN:
                 top1 = plain_kd(converted, weights, plain, n, seed)
             else:
-                settings = settings_of(ARMS[arm], defaults)
                 target = out / f"ft-{seed}.safetensors"
                 finetune_cli(converted, weights, root, target, flags_of(settings, n), seed)
                 top1 = evaluate_source(target, plain).result.top1

@@ -141,7 +141,7 @@ def test_finetune_defaults_are_the_measured_recipe():
     defaults = {opt: p.default for p in command.params for opt in p.opts}
     assert defaults["--scale"] == 0.5 and defaults["--hflip"] == 0.0
     assert defaults["--warm-start-epochs"] == 0 and defaults["--augment"] is True
-    assert defaults["--feature-distill-weight"] == 0.0 and defaults["--parc-lr-scale"] == 1.0
+    assert defaults["--feature-distill-weight"] == 0.0 and defaults["--parc-lr-scale"] == 3.0
 
 
 def test_train_picks_its_epoch_on_the_holdout_and_says_train(digits, tmp_path, monkeypatch):
@@ -198,7 +198,10 @@ def test_bench_recipe_renders_mean_and_range_and_marks_the_defaults(tmp_path, mo
         for s, v in enumerate((85.0, 86.0, 87.0))
     ]  # fmt: skip
     section = bench.render(rows, 4, defaults)
-    assert "| **warm start 0 (= the defaults)** | 0,1,2 | 91.00 (90.00-92.00) | +5.00 |" in section
+    assert "| **finetune defaults** | 0,1,2 | 91.00 (90.00-92.00) | +5.00 |" in section
+    # A configuration is named by how it differs from the defaults of the day.
+    other = {**defaults, "--parc-lr-scale": 3.0}
+    assert "| --parc-lr-scale 0 | 0,1,2 | 91.00" in bench.render(rows, 4, other)
     assert f"| {bench.PLAIN} | 0,1,2 | 86.00 (85.00-87.00) | +0.00 |" in section
     assert "91.00 vs 86.00 mean, above it" in section
     doc = tmp_path / "recovery.md"
