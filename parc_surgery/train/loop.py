@@ -192,6 +192,7 @@ class Trainer:
         fingerprint: dict[str, Any] | None = None,
         progress: TrainProgress | None = None,
         select_loader=None,
+        name: str = "finetune",
     ):
         self.student = student
         self.teacher = teacher
@@ -214,7 +215,8 @@ class Trainer:
         if teacher is not None and self.paths and config.warmup_epochs:
             self.phases.append(("warmstart", config.warmup_epochs))
         if config.epochs:
-            self.phases.append(("finetune", config.epochs))
+            # `name` labels phase 2 in progress and records ("train" for train_model).
+            self.phases.append((name, config.epochs))
 
     # -- the run ---------------------------------------------------------------------
 
@@ -242,7 +244,7 @@ class Trainer:
 
     def _say_written(self) -> None:
         m = self.measurements
-        if m.written == "warmstart" and any(r.phase == "finetune" for r in m.history):
+        if m.written == "warmstart" and any(r.phase != "warmstart" for r in m.history):
             self.progress.note(
                 "warning: no fine-tune epoch beat the warm-started model on the selection "
                 "holdout: the output holds the warm-started weights (record: written=warmstart)"
@@ -279,7 +281,7 @@ class Trainer:
             return warmstart_phase(
                 self.student, self.teacher, self.paths, self.config, self.info, steps
             )
-        return finetune_phase(self.student, self.teacher, self.config, self.info, steps)
+        return finetune_phase(self.student, self.teacher, self.config, self.info, steps, self.paths)
 
     def _train_epoch(self, phase: Phase) -> None:
         pos = self.position
@@ -290,7 +292,8 @@ class Trainer:
         # Worker seeds are drawn from this generator: a function of (seed, epoch) only.
         self.train_loader.generator.manual_seed(self.config.seed * 1_000_003 + counter)
         total = len(sampler) // self.train_loader.batch_size + pos.step
-        self.progress.stage(f"{phase.name} epoch {pos.epoch + 1}/{phase.epochs}", total)
+        name = self.phases[pos.phase][0]
+        self.progress.stage(f"{name} epoch {pos.epoch + 1}/{phase.epochs}", total)
         self.progress.advance(pos.step)
         loss_sum = torch.tensor(pos.loss_sum, dtype=torch.float64, device=self.info.device)
         start = time.perf_counter()
@@ -341,7 +344,7 @@ class Trainer:
             # kept when no phase-2 epoch beats it on the holdout.
             if len(self.phases) == 1 or select is not None:
                 self._keep_best(evaluated, val, select, None)
-        if name == "finetune":
+        if name != "warmstart":
             self._keep_best(evaluated, val, select, pos.epoch + 1)
         self.position = _Position(phase=pos.phase, epoch=pos.epoch + 1, update=pos.update)
         self._save(phase)
@@ -384,7 +387,7 @@ class Trainer:
         key = (select.top1, -select.loss) if select is not None else (len(m.history),)
         if epoch is not None:
             best = next(
-                (r for r in m.history if r.phase == "finetune" and r.epoch == m.best_epoch), None
+                (r for r in m.history if r.phase != "warmstart" and r.epoch == m.best_epoch), None
             )
             if best is None or select is None or key > (best.select.top1, -best.select.loss):
                 m.after_finetune, m.best_epoch = val, epoch

@@ -8,6 +8,7 @@ per-step cosine schedule (create_scheduler_v2); the loop in loop.py runs them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from parc_surgery.errors import UsageError
 from parc_surgery.train.distill import DistillLoss
 from parc_surgery.train.distributed import Distributed
 from parc_surgery.train.evaluate import autocast_for
+from parc_surgery.train.features import FeatureCapture, parc_param_groups
 from parc_surgery.train.warmstart import BlockCapture, BlockwiseStudent, freeze_outside
 
 __all__ = ["Phase", "TrainConfig", "finetune_phase", "warmstart_phase"]
@@ -39,6 +41,9 @@ class TrainConfig:
     ema_decay: float | None = None  # timm ModelEmaV3 (with warm-up) when set
     distill_weight: float = 0.5
     temperature: float = 2.0
+    # Phase 2: weight of the swapped blocks' normalised MSE to the teacher's (0: off).
+    feature_distill_weight: float = 0.0
+    parc_lr_scale: float = 1.0  # phase 2 lr multiplier of the swapped blocks' parameters
     seed: int = 0
     amp: bool = True  # bf16 autocast, on CUDA only
     channels_last: bool = False
@@ -59,6 +64,12 @@ class TrainConfig:
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise UsageError(f"--ema-decay {self.ema_decay} must lie between 0 and 1")
         DistillLoss(self.distill_weight, self.temperature)  # validates both
+        if not self.feature_distill_weight >= 0:
+            raise UsageError(
+                f"--feature-distill-weight {self.feature_distill_weight} must be 0 or more"
+            )
+        if not self.parc_lr_scale > 0:
+            raise UsageError(f"--parc-lr-scale {self.parc_lr_scale} must be positive")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -106,11 +117,25 @@ def _schedule(optimizer, config: TrainConfig, epochs: int, steps: int, lr: float
     return scheduler
 
 
-def _optimizer(module: nn.Module, config: TrainConfig, lr: float):
+def _optimizer(
+    module: nn.Module,
+    config: TrainConfig,
+    lr: float,
+    paths: Sequence[str] = (),
+    lr_scale: float = 1.0,
+):
     from timm.optim import create_optimizer_v2
 
     # filter_bias_and_bn (timm's default): no weight decay on biases and norm weights.
-    return create_optimizer_v2(module, opt="adamw", lr=lr, weight_decay=config.weight_decay)
+    if not paths or lr_scale == 1.0:
+        return create_optimizer_v2(module, opt="adamw", lr=lr, weight_decay=config.weight_decay)
+    return create_optimizer_v2(
+        module,
+        opt="adamw",
+        lr=lr,
+        weight_decay=config.weight_decay,
+        param_group_fn=lambda m: parc_param_groups(m, paths, config.weight_decay, lr_scale),
+    )
 
 
 def _update(loss, optimizer, params, clip_grad: float | None) -> None:
@@ -162,33 +187,54 @@ def finetune_phase(
     config: TrainConfig,
     info: Distributed,
     steps_per_epoch: int,
+    paths: Sequence[str] = (),
 ) -> Phase:
-    """Phase 2: the whole student on CE + KL to the teacher (CE alone without one)."""
+    """Phase 2: the whole student on CE + KL to the teacher (CE alone without one).
+
+    Teacher and student see the same augmented images (one batch, one view). With
+    config.feature_distill_weight > 0 (and a teacher), the swapped blocks at `paths` are
+    also pulled towards the teacher's blocks (features.py); config.parc_lr_scale scales
+    their learning rate.
+    """
     student.train().requires_grad_(True)
     trained = info.wrap(student, sync_bn=config.sync_bn)
     params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = _optimizer(student, config, config.lr)
+    optimizer = _optimizer(student, config, config.lr, paths, config.parc_lr_scale)
     scheduler = _schedule(
         optimizer, config, config.epochs, steps_per_epoch, config.lr, config.lr_warmup_epochs
     )
     criterion = DistillLoss(
         config.distill_weight if teacher is not None else 0.0, config.temperature
     )
+    feature_weight = config.feature_distill_weight if teacher is not None and paths else 0.0
+    use_teacher = teacher is not None and (criterion.weight > 0 or feature_weight > 0)
     ema = None
     if config.ema_decay is not None:
         from timm.utils import ModelEmaV3
 
         ema = ModelEmaV3(student, decay=config.ema_decay, use_warmup=True)
+    teacher_blocks = FeatureCapture(teacher, paths) if feature_weight else None
+    student_blocks = FeatureCapture(student, paths) if feature_weight else None
 
     def step(images: torch.Tensor, targets: torch.Tensor, update: int) -> torch.Tensor:
         x = _prepare(images, info, config.channels_last)
         y = targets.to(info.device, non_blocking=True)
         with autocast_for(info.device, config.amp):
             teacher_logits = None
-            if teacher is not None and criterion.weight > 0:
-                with torch.no_grad():
+            if use_teacher:
+                with torch.no_grad(), contextlib.ExitStack() as stack:
+                    if teacher_blocks is not None:
+                        stack.enter_context(teacher_blocks)
                     teacher_logits = teacher(x)
-            loss = criterion(trained(x), y, teacher_logits)
+                if criterion.weight == 0:
+                    teacher_logits = None
+            if student_blocks is not None:
+                with student_blocks:
+                    logits = trained(x)
+                loss = criterion(logits, y, teacher_logits)
+                loss = loss + feature_weight * student_blocks.loss(teacher_blocks.outputs)
+            else:
+                loss = criterion(trained(x), y, teacher_logits)
         _update(loss, optimizer, params, config.clip_grad)
         if ema is not None:
             ema.update(student, step=update)

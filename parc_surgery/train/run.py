@@ -239,8 +239,10 @@ def train_model(
 ) -> Measurements:
     """Supervised training of any model on labels alone (config.epochs; no teacher).
 
-    The model ends holding the weights of its best epoch. This is how the recovery
-    benchmark trains its originals from scratch.
+    The model ends holding the weights of its best epoch on the selection holdout
+    (data.holdout of the training images; the val split is only reported), or of its
+    last epoch with data.holdout 0. Epochs are labelled "train". This is how the
+    recovery benchmarks train their originals from scratch.
     """
     info = info or init_distributed()
     model.to(info.device)
@@ -248,7 +250,7 @@ def train_model(
     sets = prepare_data(model, data, size, info, seed=config.seed)
     trainer = Trainer(
         model, None, [], sets.train, sets.val, config, info, progress=progress,
-        select_loader=sets.select,
+        select_loader=sets.select, name="train",
     )  # fmt: skip
     with _deterministic(info.device.type == "cpu"):
         return trainer.run()

@@ -20,6 +20,7 @@ from torch import nn
 from parc_surgery.train.data import batches
 from parc_surgery.train.distributed import Distributed, all_reduce_sum
 from parc_surgery.train.evaluate import evaluating
+from parc_surgery.train.features import normalised_mse
 
 __all__ = ["BlockCapture", "BlockwiseStudent", "block_errors", "freeze_outside"]
 
@@ -85,12 +86,9 @@ class BlockwiseStudent(nn.Module):
         errors = []
         for path, block in zip(self.paths, self.blocks, strict=True):
             args, kwargs = inputs[path]
-            target = targets[path].float().flatten(1)
-            out = block(*args, **kwargs).float().flatten(1)
             # Per image, so a batch's loss is the mean of its images' losses: the same
             # whether one process sees 16 images or two processes see 8 each.
-            error = (out - target).pow(2).mean(1) / target.pow(2).mean(1).clamp_min(1e-12)
-            errors.append(error.mean())
+            errors.append(normalised_mse(block(*args, **kwargs), targets[path]))
         stacked = torch.stack(errors)
         return stacked.mean(), stacked.detach()
 

@@ -66,7 +66,16 @@ def test_the_output_loads_and_carries_its_training_record(convnext, digits, tmp_
     checkpoint, weights = convnext
     out = tmp_path / "recovered.safetensors"
     result = finetune_cli(
-        checkpoint, digits, out, "--seed", "3", "--format", "json", teacher=weights
+        checkpoint,
+        digits,
+        out,
+        "--seed",
+        "3",
+        "--format",
+        "json",
+        "--warm-start-epochs",
+        "1",
+        teacher=weights,
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)  # one JSON document alone on stdout
@@ -101,7 +110,7 @@ def test_the_output_loads_and_carries_its_training_record(convnext, digits, tmp_
 def test_no_teacher_fine_tunes_on_labels_and_skips_the_warm_start(convnext, digits, tmp_path):
     checkpoint, _ = convnext
     out = tmp_path / "plain.safetensors"
-    result = finetune_cli(checkpoint, digits, out, "--no-teacher")
+    result = finetune_cli(checkpoint, digits, out, "--no-teacher", "--warm-start-epochs", "1")
     assert result.exit_code == 0, result.output
     assert "no warm start" in result.stderr
     assert "━" not in result.stderr  # no progress bar off a terminal, epoch lines instead
@@ -119,7 +128,14 @@ def test_a_teacher_other_than_the_converted_weights_is_warned_about(convnext, di
     weights = tmp_path / "other.safetensors"
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, str(weights))
     result = finetune_cli(
-        checkpoint, digits, tmp_path / "o.safetensors", "--epochs", "0", teacher=weights
+        checkpoint,
+        digits,
+        tmp_path / "o.safetensors",
+        "--epochs",
+        "0",
+        "--warm-start-epochs",
+        "1",
+        teacher=weights,
     )
     assert result.exit_code == 0, result.output
     assert "warning: the checkpoint was converted from weights with sha256" in result.stderr
