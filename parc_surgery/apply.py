@@ -29,6 +29,10 @@ PARC_LEAF_CLASSES = (
     "ParCSwinBlock",
     "ParCMapBlock",
     "ParCMobileVitV2Block",
+    "ParCCaitBlock",
+    "ParCTwinsBlock",
+    "ParCMap2dBlock",
+    "ParCPartitionBlock",
 )
 
 

@@ -9,6 +9,7 @@ costs and `parc-surgery bench` both count here, so their numbers agree.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -51,10 +52,13 @@ def counting_form(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(flag)
 
 
-def count_macs(module: nn.Module, in_shape: Iterable[int]) -> int:
+def count_macs(
+    module: nn.Module, in_shape: Iterable[int], grid: tuple[int, int] | None = None
+) -> int:
     """MACs of one forward on a zero input of `in_shape` (batch included), in eval mode.
 
     The input has the module's dtype and device; training flags are restored afterwards.
+    A block whose forward also takes the token grid (Twins: `forward(x, size)`) gets `grid`.
     """
     ref = next(iter(module.parameters()), None)
     floating = ref is not None and ref.is_floating_point()
@@ -65,8 +69,13 @@ def count_macs(module: nn.Module, in_shape: Iterable[int]) -> int:
     )
     counter = FlopCounterMode(display=False)
     with counting_form(module), torch.no_grad(), counter:
-        module(x)
+        module(x, tuple(grid)) if grid is not None and _takes_grid(module) else module(x)
     return int(counter.get_total_flops() // 2)
+
+
+def _takes_grid(module: nn.Module) -> bool:
+    params = list(inspect.signature(module.forward).parameters.values())
+    return len(params) > 1 and params[1].name == "size" and params[1].default is params[1].empty
 
 
 def model_macs(model: nn.Module, input_size: tuple[int, int], *, batch: int = 1) -> int:

@@ -119,8 +119,8 @@ def build_plan(
         swap.new_module = one_line(new, reference=original)
         swap.params_before = count_params(original)
         swap.params_after = count_params(new)
-        swap.macs_before = count_macs(original, info.in_shape)
-        swap.macs_after = count_macs(new, info.in_shape)
+        swap.macs_before = count_macs(original, info.in_shape, info.feature_size)
+        swap.macs_after = count_macs(new, info.in_shape, info.feature_size)
         swap.impl_auto = _auto_choice(new, swap.feature_size)
         swaps.append(swap)
     return Plan(

@@ -8,6 +8,7 @@ blocks (blocks/torchvision.py).
 """
 
 from . import (  # noqa: F401  (register)
+    attention_zoo,
     bottleneck,
     convnext,
     dense_conv,

@@ -156,6 +156,11 @@ _FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], ...] 
     ("swin", ("swin_*",), (("timm.models.swin_transformer", "SwinTransformerBlock"),)),
     ("efficientformer", ("efficientformer_l*",),
      (("timm.models.efficientformer", "MetaBlock1d"),)),
+    # Attention families (blocks/attention_zoo.py).
+    ("cait", ("cait_*",), (("timm.models.cait", "LayerScaleBlock"),)),
+    ("twins", ("twins_*",), (("timm.models.twins", "Block"),)),
+    ("coatnet", ("coatnet_*",), (("timm.models.maxxvit", "TransformerBlock2d"),)),
+    ("maxvit", ("maxvit_*",), (("timm.models.maxxvit", "MaxxVitBlock"),)),
 )  # fmt: skip
 
 
