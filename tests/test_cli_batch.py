@@ -239,6 +239,9 @@ def test_a_real_sigint_during_a_job_keeps_the_summary(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a runner that started pytest in the background (`cmd &`) hands its children
+        # SIGINT ignored, and Python then installs no Ctrl-C handler: restore the default
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     for line in proc.stderr:
         if "[2] converting slow" in line:

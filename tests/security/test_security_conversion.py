@@ -144,7 +144,7 @@ def test_inspect_and_convert_choose_the_same_default_rules():
     chosen = json.loads(inspected.stdout)["default_rules"]
     planned = runner.invoke(app, ["convert", "hrnet_w18_small", "--dry-run", "--input-size", "64"])
     assert f"rules: shipped:{chosen} (chosen" in planned.stderr
-    assert chosen == "resnet"  # it is built of timm's ResNet Bottlenecks
+    assert chosen == "convnets"  # HRNet is chosen by its family, not by its Bottlenecks
 
 
 def test_a_directory_as_weights_is_named_as_such(tmp_path):
