@@ -203,7 +203,7 @@ def test_bench_recipe_renders_mean_and_range_and_marks_the_defaults(tmp_path, mo
     other = {**defaults, "--parc-lr-scale": 3.0}
     assert "| --parc-lr-scale 0 | 0,1,2 | 91.00" in bench.render(rows, 4, other)
     assert f"| {bench.PLAIN} | 0,1,2 | 86.00 (85.00-87.00) | +0.00 |" in section
-    assert "91.00 vs 86.00 mean, above it" in section
+    assert "- vs plain KD loop: 91.00 vs 86.00 (+5.00), above (the ranges" in section
     doc = tmp_path / "recovery.md"
     doc.write_text(f"# t\n\n{bench.HEADING}: old\n\nold text\n\n## Next\n\nkept\n")
     monkeypatch.setattr(bench, "DOC", doc)
