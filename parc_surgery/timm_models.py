@@ -2,12 +2,13 @@
 
 After `import parc_surgery` (and timm, in either order), timm knows:
 
-- `parc_resnet50`, `parc_mobilenetv2_100`, `parc_convnext_xt`, `parcnet_s`: the four
-  published networks (official.ARCHS), each built by the shipped conversion of its timm
-  model, so `timm.create_model("parc_resnet50")` has exactly the published parameters
-  (23,737,640 / 3,532,136 / 7,412,824 / 5,037,088), a `pretrained_cfg` (the base model's
-  preprocessing at the published input size) and the official head dropout (0.2 in
-  ParC-MobileNetV2 and ParC-Net-S) as its `drop_rate` default. `features_only=True`
+- `parc_resnet50`, `parc_mobilenetv2_100`, `parc_convnext_xt`, `parcnet_s`, `parcnet_xs`:
+  the networks the official code defines (official.ARCHS), each built by the shipped
+  conversion of its timm model, so `timm.create_model("parc_resnet50")` has exactly the
+  official parameters (23,737,640 / 3,532,136 / 7,412,824 / 5,037,088 / 2,185,384), a
+  `pretrained_cfg` (the base model's preprocessing at the official input size) and the
+  official head dropout (0.2 in ParC-MobileNetV2 and ParC-Net-S / -XS) as its `drop_rate`
+  default. `features_only=True`
   returns parc_surgery.backbone's feature extractor. No weights are fetched:
   `pretrained=True` reads the file given with `pretrained_cfg_overlay=dict(file=...)`
   (a parc-surgery checkpoint, checked, or a plain state_dict) or the folder of a
@@ -37,6 +38,7 @@ PUBLISHED: dict[str, tuple[str, float]] = {
     "parc_mobilenetv2_100": ("parc-mobilenetv2", 0.2),
     "parc_convnext_xt": ("parc-convnext-xt", 0.0),
     "parcnet_s": ("parcnet-s", 0.2),
+    "parcnet_xs": ("parcnet-xs", 0.2),
 }
 RECIPE_ARCH = "parc_recipe"
 WEIGHTS_NAME = "model.safetensors"
@@ -78,7 +80,14 @@ def register() -> None:
         return
     for name, (arch, _) in PUBLISHED.items():
         default_cfgs[name] = _base_cfg(ARCHS[arch])
-    for fn in (parc_resnet50, parc_mobilenetv2_100, parc_convnext_xt, parcnet_s, parc_recipe):
+    for fn in (
+        parc_resnet50,
+        parc_mobilenetv2_100,
+        parc_convnext_xt,
+        parcnet_s,
+        parcnet_xs,
+        parc_recipe,
+    ):
         register_model(fn)
 
 
@@ -151,6 +160,11 @@ def parc_convnext_xt(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 def parcnet_s(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """ParC-Net-S: mobilevit_s with the parcnet-s rules, at 256x256 (5,037,088)."""
     return _published("parcnet_s", pretrained, **kwargs)
+
+
+def parcnet_xs(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """ParC-Net-XS: mobilevit_s with the parcnet-xs rules, at 256x256 (2,185,384)."""
+    return _published("parcnet_xs", pretrained, **kwargs)
 
 
 def parc_recipe(pretrained: bool = False, **kwargs: Any) -> nn.Module:

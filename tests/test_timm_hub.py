@@ -36,7 +36,8 @@ def test_importing_parc_surgery_registers_the_published_networks_with_timm():
             [sys.executable, "-c", order], capture_output=True, text=True, check=True
         ).stdout.split()
         names = out[0].split(",")
-        for name in ("parc_resnet50", "parc_mobilenetv2_100", "parc_convnext_xt", "parcnet_s"):
+        for name in ("parc_resnet50", "parc_mobilenetv2_100", "parc_convnext_xt", "parcnet_s",
+                     "parcnet_xs"):  # fmt: skip
             assert name in names
     # ...and `import parc_surgery` alone still does not import timm (the CLI starts fast).
     alone = subprocess.run(
@@ -53,6 +54,7 @@ def test_importing_parc_surgery_registers_the_published_networks_with_timm():
     [
         ("parc_mobilenetv2_100", "mobilenetv2_100", 3_532_136, 0.2, 224),
         ("parcnet_s", "mobilevit_s", 5_037_088, 0.2, 256),
+        ("parcnet_xs", "mobilevit_s", 2_185_384, 0.2, 256),
         ("parc_convnext_xt", "convnext_tiny", 7_412_824, 0.0, 224),
     ],
 )
@@ -82,6 +84,38 @@ def test_parc_resnet50_count_and_features_only():
     maps = backbone(torch.randn(1, 3, 96, 128))
     assert [m.shape[1] for m in maps] == [1024, 2048]
     assert backbone.feature_info.reduction() == [16, 32]
+
+
+def test_parcnet_xs_features_only_reads_the_file_given_by_the_overlay(tmp_path):
+    """ParC-Net-XS as a timm backbone with weights from a file: the same features as the
+    classifier whose state_dict was saved, from a model whose own init differs."""
+    import timm
+    from safetensors.torch import save_file
+
+    source = timm.create_model("parcnet_xs").eval()
+    with torch.no_grad():  # weights no fresh model has: a skipped load would show
+        for t in source.state_dict().values():
+            if t.is_floating_point():
+                t.add_(0.01 * torch.randn_like(t))
+    plain = tmp_path / "xs.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(plain))
+    backbone = timm.create_model(
+        "parcnet_xs",
+        pretrained=True,
+        features_only=True,
+        out_indices=(2, 3, 4),
+        pretrained_cfg_overlay=dict(file=str(plain)),
+    ).eval()
+    assert backbone.feature_info.channels() == [96, 128, 640]
+    assert backbone.feature_info.reduction() == [8, 16, 32]
+    x = torch.randn(1, 3, *SIZE)
+    with torch.no_grad():
+        features = backbone(x)
+        expected = source.final_conv(source.stages(source.stem(x)))
+    torch.testing.assert_close(features[-1], expected, rtol=0, atol=0)
+    fresh = timm.create_model("parcnet_xs", features_only=True, out_indices=(4,)).eval()
+    with torch.no_grad():
+        assert not torch.allclose(fresh(x)[-1], expected, atol=1e-3)
 
 
 def test_pretrained_reads_the_file_given_by_the_overlay(tmp_path):
