@@ -1,9 +1,11 @@
 """Official ParC-Net weights <-> parc-surgery checkpoints (import-official, export-official).
 
-The published networks the official code (hkzhang-git/ParC-Net) defines are each a
-shipped conversion of a timm model (`ARCHS`): the same parameters under other names
-(`official_names`), plus, for ParC-Net-S, the fusion conv's input halves in the other
-order (the official block concatenates (global, shortcut), timm's (shortcut, global)).
+The networks the official code (hkzhang-git/ParC-Net) defines are each a shipped
+conversion of a timm model (`ARCHS`): the same parameters under other names
+(`official_names`), plus, for ParC-Net-S and -H, the fusion conv's input halves in the
+other order (the official block concatenates (global, shortcut), timm's (shortcut,
+global)). ParC-Net-H's timm model is `parcnet_h_base`, which parc_surgery registers
+(timm_models.py): no timm model has its layout.
 
 import_official reads an official state_dict (a torch file, possibly nested under
 `state_dict` / `model` / `model_state_dict`, possibly `module.`-prefixed), builds the
@@ -126,6 +128,17 @@ ARCHS: dict[str, OfficialArch] = {
             model_args={"drop_rate": 0.2},  # edgeformer_xs.yaml: classifier_dropout 0.2
             aliases={"residual.": "layer_5.0."},
             # fusion "add": local_global_fusion reads res + x, no halves to swap.
+            names="parcnet-s",
+        ),
+        OfficialArch(
+            "parcnet-h",
+            "ParC-Net-H",
+            "parcnet_h_base",  # no timm model has its layout: timm_models registers it
+            "parcnet-h",
+            (256, 256),
+            model_args={"drop_rate": 0.2},  # edgeformer_h.yaml: classifier_dropout 0.2
+            aliases={"residual.": "layer_5.0."},
+            swapped_halves=".conv_fusion.conv.weight",  # fusion concat, as in S
             names="parcnet-s",
         ),
         OfficialArch(
@@ -457,8 +470,8 @@ def _arch_of(recipe: dict[str, Any], checkpoint: str | os.PathLike) -> OfficialA
         f"{checkpoint} converts {model or 'an unknown model'} with model args {args}, which is "
         "none of the published ParC networks",
         hint="give --arch, or convert resnet50 / mobilenetv2_100 / convnext_tiny "
-        "dims=[48,96,192,384] / mobilevit_s --rules parcnet-s or parcnet-xs at its native "
-        "input size",
+        "dims=[48,96,192,384] / mobilevit_s --rules parcnet-s or parcnet-xs / parcnet_h_base "
+        "--rules parcnet-h at its native input size",
     )
 
 

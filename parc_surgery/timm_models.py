@@ -13,6 +13,13 @@ After `import parc_surgery` (and timm, in either order), timm knows:
   `pretrained=True` reads the file given with `pretrained_cfg_overlay=dict(file=...)`
   (a parc-surgery checkpoint, checked, or a plain state_dict) or the folder of a
   `local-dir:` / save-pretrained model.
+- `parcnet_h`: ParC-Net-H (official edgeformer_h.yaml, 20,403,940 params, dropout 0.2),
+  the shipped parcnet-h conversion of `parcnet_h_base`, as above.
+- `parcnet_h_base` (not a ParC network by itself): ParC-Net-H's layout as a timm
+  MobileViT, which no timm model has (a 5x5 stem to 48 channels, MV2 widths
+  96/144/216/288/432, final 1x1 to 960): a timm ByobNet of timm's MV2 and MobileViT
+  blocks at the official widths, its MobileViT transformers of width D and depth n of
+  blocks/parcnet_s.H_STAGES. `--rules parcnet-h` converts it; it has no weights.
 - `parc_recipe` (not a network by itself): the architecture `save-pretrained` writes in
   config.json. It rebuilds the model from the recipe of the folder's model.safetensors
   (checked as parc_surgery.load checks it), so `timm.create_model("local-dir:DIR",
@@ -30,7 +37,7 @@ from torch import nn
 
 from parc_surgery.errors import CheckpointError, UsageError, WeightsError
 
-__all__ = ["PUBLISHED", "RECIPE_ARCH", "parc_recipe", "register"]
+__all__ = ["BASES", "PUBLISHED", "RECIPE_ARCH", "parc_recipe", "register"]
 
 # timm name -> (official.ARCHS name, official head dropout)
 PUBLISHED: dict[str, tuple[str, float]] = {
@@ -39,7 +46,10 @@ PUBLISHED: dict[str, tuple[str, float]] = {
     "parc_convnext_xt": ("parc-convnext-xt", 0.0),
     "parcnet_s": ("parcnet-s", 0.2),
     "parcnet_xs": ("parcnet-xs", 0.2),
+    "parcnet_h": ("parcnet-h", 0.2),
 }
+# Base layouts no timm model has, registered for the conversions above to start from.
+BASES = ("parcnet_h_base",)
 RECIPE_ARCH = "parc_recipe"
 WEIGHTS_NAME = "model.safetensors"
 # Keys of a base model's pretrained_cfg that point at weights elsewhere: never inherited.
@@ -76,8 +86,10 @@ def register() -> None:
 
     from parc_surgery.official import ARCHS
 
-    if default_cfgs and all(is_model(name) for name in (*PUBLISHED, RECIPE_ARCH)):
+    if default_cfgs and all(is_model(name) for name in (*BASES, *PUBLISHED, RECIPE_ARCH)):
         return
+    default_cfgs["parcnet_h_base"] = _mobilevit_cfg()
+    register_model(parcnet_h_base)  # first: parcnet_h's pretrained_cfg starts from it
     for name, (arch, _) in PUBLISHED.items():
         default_cfgs[name] = _base_cfg(ARCHS[arch])
     for fn in (
@@ -86,6 +98,7 @@ def register() -> None:
         parc_convnext_xt,
         parcnet_s,
         parcnet_xs,
+        parcnet_h,
         parc_recipe,
     ):
         register_model(fn)
@@ -165,6 +178,96 @@ def parcnet_s(pretrained: bool = False, **kwargs: Any) -> nn.Module:
 def parcnet_xs(pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """ParC-Net-XS: mobilevit_s with the parcnet-xs rules, at 256x256 (2,185,384)."""
     return _published("parcnet_xs", pretrained, **kwargs)
+
+
+def parcnet_h(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """ParC-Net-H: parcnet_h_base with the parcnet-h rules, at 256x256 (20,403,940)."""
+    return _published("parcnet_h", pretrained, **kwargs)
+
+
+def _mobilevit_cfg() -> dict[str, Any]:
+    """timm's mobilevit_s preprocessing ([0, 1] inputs, as the official edgeformer) at
+    256 px, without its weights."""
+    import timm
+
+    cfg = timm.get_pretrained_cfg("mobilevit_s").to_dict()
+    for key in (*_SOURCE_KEYS, "architecture"):
+        cfg.pop(key, None)
+    cfg.update(input_size=(3, 256, 256), test_input_size=None, pool_size=(8, 8))
+    return cfg
+
+
+def _parcnet_h_layout():
+    """ParC-Net-H's layout as a variant of timm's mobilevit_s ByobNet config (official
+    `scale_h`): MV2 blocks of
+    expansion 4 (cvnets' InvertedResidual is timm's bottle_in / linear_out bottleneck),
+    then per ParC stage a stride-2 MV2 block and a MobileViT block of the stage's C, whose
+    transformer has the ParC stack's width D and depth n (so its drop-path rates are n)."""
+    from dataclasses import replace
+
+    from timm.models.byobnet import ByoBlockCfg
+    from timm.models.mobilevit import model_cfgs
+
+    from parc_surgery.blocks.parcnet_s import H_STAGES
+
+    def mv2(c: int, stride: int, depth: int = 1) -> ByoBlockCfg:
+        return ByoBlockCfg(type="bottle", d=depth, c=c, s=stride, gs=1, br=4.0,
+                           block_kwargs=dict(bottle_in=True, linear_out=True))  # fmt: skip
+
+    def parc_stage(c: int, dim: int, depth: int) -> tuple[ByoBlockCfg, ByoBlockCfg]:
+        kwargs = dict(transformer_dim=dim, transformer_depth=depth, patch_size=2)
+        return mv2(c, 2), ByoBlockCfg(type="mobilevit", d=1, c=c, s=1, block_kwargs=kwargs)
+
+    stages = tuple(parc_stage(*H_STAGES[s]) for s in sorted(H_STAGES))
+    # mobilevit_s's settings otherwise (SiLU, no stem pool, no shortcut convs); its 3x3
+    # stem is replaced by the official 5x5 one in parcnet_h_base.
+    return replace(
+        model_cfgs["mobilevit_s"],
+        blocks=(mv2(96, 1), mv2(144, 2, depth=3), *stages),
+        stem_chs=48,
+        num_features=960,  # conv_1x1_exp: min(4 * 432, 960)
+    )
+
+
+def parcnet_h_base(pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """ParC-Net-H's layout as a timm MobileViT (ByobNet), to convert with --rules parcnet-h.
+
+    timm's stems are 3x3 or 7x7; the official one (conv_1) is a 5x5 stride-2 conv to 48
+    channels + BN + SiLU, so the 3x3 stem is replaced by that, initialised as ByobNet
+    initialises its convs (normal, fan_out). No weights exist for it.
+    """
+    from timm.models import build_model_with_cfg
+    from timm.models.byobnet import ByobNet, get_layer_fns
+
+    if pretrained:
+        raise WeightsError(
+            "parcnet_h_base has no weights: it is ParC-Net-H's layout before its conversion",
+            hint='use timm.create_model("parcnet_h", pretrained=True, '
+            "pretrained_cfg_overlay=dict(file=...)) for ParC-Net-H weights",
+        )
+    for key in ("pretrained_cfg_overlay", "cache_dir"):
+        kwargs.pop(key, None)
+    cfg = _parcnet_h_layout()
+    model = build_model_with_cfg(
+        ByobNet,
+        "parcnet_h_base",
+        False,
+        model_cfg=cfg,
+        feature_cfg=dict(flatten_sequential=True),
+        **kwargs,
+    )
+    if kwargs.get("features_only"):
+        raise UsageError(
+            "parcnet_h_base takes no features_only: it is a layout to convert",
+            hint='use timm.create_model("parcnet_h", features_only=True)',
+        )
+    weight = model.stages[0][0].conv1_1x1.conv.weight
+    stem = get_layer_fns(cfg, allow_aa=False).conv_norm_act(
+        kwargs.get("in_chans", 3), 48, 5, stride=2
+    )
+    nn.init.kaiming_normal_(stem.conv.weight, mode="fan_out", nonlinearity="relu")
+    model.stem = stem.to(device=weight.device, dtype=weight.dtype)
+    return model
 
 
 def parc_recipe(pretrained: bool = False, **kwargs: Any) -> nn.Module:

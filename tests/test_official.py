@@ -52,13 +52,15 @@ def _outer_frame_v1_params(c, d, n, ffn, k, fusion):
     return total + _conv_layer_params(2 * c if fusion == "concat" else c, c, 3)
 
 
-def _edgeformer_params(layers, fusion, classes=1000):
+def _edgeformer_params(layers, fusion, stem=(16, 3), mv2=(32, 64), classes=1000):
     """The official edgeformer's parameter count from its config (cvnets' config/edgeformer.py:
     layer3..5 as (out_channels, cf_s_channels, cf_blocks, cf_ffn_channels), meta kernels
-    32/16/8; conv_1 16, layer1 MV2 32, layer2 3 MV2 64, conv_1x1_exp 4x, classifier)."""
-    total = _conv_layer_params(3, 16, 3) + _inverted_residual_params(16, 32)
-    total += _inverted_residual_params(32, 64) + 2 * _inverted_residual_params(64, 64)
-    prev = 64
+    32/16/8; conv_1 (channels, kernel) `stem`: 16 3x3, or 48 5x5 in scale_h; layer1 one MV2
+    and layer2 three MV2 of widths `mv2`; conv_1x1_exp min(4x, 960), classifier)."""
+    (first, k), (l1, l2) = stem, mv2
+    total = _conv_layer_params(3, first, k) + _inverted_residual_params(first, l1)
+    total += _inverted_residual_params(l1, l2) + 2 * _inverted_residual_params(l2, l2)
+    prev = l2
     for (c, d, n, ffn), k in zip(layers, (32, 16, 8), strict=True):
         total += _inverted_residual_params(prev, c)
         total += _outer_frame_v1_params(c, d, n, ffn, k, fusion)
@@ -68,8 +70,9 @@ def _edgeformer_params(layers, fusion, classes=1000):
 
 
 # Official counts (the official constructors' sum of parameters; PARC.md sections 2-3).
-# edgeformer's are recomputed from the official config: scale_s (fusion concat) and
-# scale_xs (edgeformer_xs.yaml: fusion add).
+# edgeformer's are recomputed from the official config: scale_s (fusion concat),
+# scale_xs (edgeformer_xs.yaml: fusion add) and scale_h (edgeformer_h.yaml: fusion concat,
+# conv_1 a 5x5 conv to 48 channels, MV2 widths 96 and 144).
 PUBLISHED = {
     "parc-resnet50": 23_737_640,
     "parc-mobilenetv2": 3_532_136,
@@ -80,12 +83,19 @@ PUBLISHED = {
     "parcnet-xs": _edgeformer_params(
         [(96, 96, 2, 192), (128, 128, 3, 256), (160, 160, 2, 320)], "add"
     ),
+    "parcnet-h": _edgeformer_params(
+        [(216, 324, 3, 648), (288, 432, 9, 864), (432, 432, 3, 864)],
+        "concat",
+        stem=(48, 5),
+        mv2=(96, 144),
+    ),
 }
 
 
 def test_the_official_edgeformer_counts():
     assert PUBLISHED["parcnet-s"] == 5_037_088  # the paper's 5.0 M, PARC.md section 3
     assert PUBLISHED["parcnet-xs"] == 2_185_384
+    assert PUBLISHED["parcnet-h"] == 20_403_940
 
 
 def _randomised(arch: str) -> torch.nn.Module:
@@ -132,9 +142,9 @@ def test_encoder_archs_have_the_official_encoder_parameter_counts(arch):
     assert encoder == ENCODERS[arch]
 
 
-@pytest.mark.parametrize("arch", ["parc-mobilenetv2", "parcnet-s", "parcnet-xs"])
+@pytest.mark.parametrize("arch", ["parc-mobilenetv2", "parcnet-s", "parcnet-xs", "parcnet-h"])
 def test_official_heads_carry_dropout_02_and_eval_is_unaffected(arch):
-    """The official MobileNetV2 and edgeformer_s / _xs classifiers have Dropout(0.2)."""
+    """The official MobileNetV2 and edgeformer_s / _xs / _h classifiers have Dropout(0.2)."""
     model = copy.deepcopy(_reference(arch)[0])
     assert model.drop_rate == 0.2
     assert ARCHS[arch].model_args["drop_rate"] == 0.2  # recorded in the recipe, so kept on load
@@ -151,7 +161,7 @@ def test_official_heads_carry_dropout_02_and_eval_is_unaffected(arch):
 @pytest.mark.parametrize(
     ("arch", "fc"),
     [("parc-mobilenetv2", "classifier.1"), ("parcnet-s", "classifier.fc"),
-     ("parcnet-xs", "classifier.fc")],
+     ("parcnet-xs", "classifier.fc"), ("parcnet-h", "classifier.fc")],
 )  # fmt: skip
 def test_train_mode_head_matches_the_official_classifier_with_the_same_seed(arch, fc):
     """The official heads: mean pool -> Dropout(0.2) -> Linear (torchvision MobileNetV2's
@@ -236,6 +246,10 @@ def test_exported_file_has_the_official_names(round_trip):
             "layer_4.1.spatial_global_rep.3.running_var",  # the BN after its 3 blocks
             "stages.3.1.norm.running_var",
         ),
+        "parcnet-h": (
+            "layer_4.1.spatial_global_rep.9.running_var",  # the BN after its 9 blocks
+            "stages.3.1.norm.running_var",
+        ),
     }[arch]
     assert torch.equal(official[theirs], sd[ours])
     if arch == "parcnet-s":
@@ -246,6 +260,12 @@ def test_exported_file_has_the_official_names(round_trip):
         ours = sd["stages.2.1.conv_fusion.conv.weight"]
         theirs = official["layer_3.1.local_global_fusion.block.conv.weight"]
         assert torch.equal(theirs, torch.cat((ours[:, 96:], ours[:, :96]), dim=1))
+    if arch == "parcnet-h":  # conv_1 is 5x5; fusion concat, as S: the halves swap
+        assert official["conv_1.block.conv.weight"].shape == (48, 3, 5, 5)
+        assert official["layer_3.1.dim_adaptive.0.block.conv.weight"].shape == (324, 2, 3, 3)
+        ours = sd["stages.2.1.conv_fusion.conv.weight"]
+        theirs = official["layer_3.1.local_global_fusion.block.conv.weight"]
+        assert torch.equal(theirs, torch.cat((ours[:, 216:], ours[:, :216]), dim=1))
     if arch == "parcnet-xs":  # fusion "add": a C -> C conv, nothing to swap
         theirs = official["layer_3.1.local_global_fusion.block.conv.weight"]
         assert theirs.shape == (96, 96, 3, 3)
@@ -297,33 +317,37 @@ def _gcc_ca_mf_block(sd, p, x):
     return x + f * F.hardsigmoid(a)
 
 
-def _outer_frame_v1(sd, p, x, n, fusion="concat"):
+def _outer_frame_v1(sd, p, x, n, d, fusion="concat"):
     c = x.shape[1]
+    g = math.gcd(d, c)  # np.gcd(cf_s_channels, in_channels): C in S and XS, not in H
     res = x
-    x = _conv_layer(sd, f"{p}.dim_adaptive.0", x, groups=c)  # gcd(D, C) = C in S and XS
+    x = _conv_layer(sd, f"{p}.dim_adaptive.0", x, groups=g)
     x = F.conv2d(x, sd[f"{p}.dim_adaptive.1.block.conv.weight"])
     for j in range(n):
         x = _gcc_ca_mf_block(sd, f"{p}.spatial_global_rep.{j}", x)
     x = _bn(sd, f"{p}.spatial_global_rep.{n}", x)
-    x = _conv_layer(sd, f"{p}.channel_adaptive", x, groups=c)
+    x = _conv_layer(sd, f"{p}.channel_adaptive", x, groups=g)
     fused = res + x if fusion == "add" else torch.cat((x, res), dim=1)
     return _conv_layer(sd, f"{p}.local_global_fusion", fused)
 
 
 @pytest.mark.parametrize(
-    ("arch", "stage", "n", "size"),
-    [("parcnet-s", 2, 2, 32), ("parcnet-s", 3, 4, 16), ("parcnet-s", 4, 3, 8),
-     ("parcnet-xs", 2, 2, 32), ("parcnet-xs", 3, 3, 16), ("parcnet-xs", 4, 2, 8)],
+    ("arch", "stage", "n", "d", "size"),
+    [("parcnet-s", 2, 2, 192, 32), ("parcnet-s", 3, 4, 256, 16), ("parcnet-s", 4, 3, 320, 8),
+     ("parcnet-xs", 2, 2, 96, 32), ("parcnet-xs", 3, 3, 128, 16), ("parcnet-xs", 4, 2, 160, 8),
+     ("parcnet-h", 2, 3, 324, 32), ("parcnet-h", 3, 9, 432, 16), ("parcnet-h", 4, 3, 432, 8)],
 )  # fmt: skip
-def test_parcnet_s_and_xs_blocks_compute_the_official_outer_frame(arch, stage, n, size):
+def test_parcnet_blocks_compute_the_official_outer_frame(arch, stage, n, d, size):
+    """S, XS and H (cf_s_channels d, cf_blocks n of the official config) at 256 px."""
     model = _randomised(arch)
     official = to_official(ARCHS[arch], model.state_dict())
     assert f"layer_{stage + 1}.1.spatial_global_rep.{n}.running_mean" in official  # n blocks
+    assert official[f"layer_{stage + 1}.1.dim_adaptive.1.block.conv.weight"].shape[0] == d
     block = model.stages[stage][1]
     x = torch.randn(2, block.conv_kxk.conv.in_channels, size, size)
     with torch.no_grad():
         fusion = "add" if arch == "parcnet-xs" else "concat"
-        expected = _outer_frame_v1(official, f"layer_{stage + 1}.1", x, n, fusion)
+        expected = _outer_frame_v1(official, f"layer_{stage + 1}.1", x, n, d, fusion)
         torch.testing.assert_close(block(x), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -334,7 +358,7 @@ def test_deeplabv3_encoder_last_block_computes_the_official_outer_frame():
     official = to_official(ARCHS["parcnet-s"], model.state_dict())
     x = torch.randn(2, 160, 8, 8)
     with torch.no_grad():
-        expected = _outer_frame_v1(official, "layer_5.1", x, 3)
+        expected = _outer_frame_v1(official, "layer_5.1", x, 3, 320)
         torch.testing.assert_close(model.stages[4][1](x), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -599,3 +623,22 @@ def test_parcnet_xs_block_refuses_a_stage_without_an_official_depth():
         build_parcnet_xs_block(block, ctx)
     ctx.stage = 3  # the official depth there is 3, not timm's 4 transformer blocks
     assert len(build_parcnet_xs_block(block, ctx).parc_blocks) == XS_DEPTHS[3] == 3
+
+
+def test_parcnet_h_block_refuses_a_block_without_the_official_widths():
+    """parcnet_h_block converts parcnet_h_base, not mobilevit_s (C 96 where H has 216)."""
+    import timm
+
+    from parc_surgery.blocks.parcnet_s import H_STAGES, build_parcnet_h_block
+    from parc_surgery.blocks.registry import ReplacementContext, ReplacementError
+
+    ctx = ReplacementContext(path="stages.2.1", feature_size=(32, 32), stage=2, index=1,
+                             first_in_container=False)  # fmt: skip
+    block = timm.create_model("mobilevit_s").stages[2][1]
+    with pytest.raises(ReplacementError, match="96 channels in stage 2; ParC-Net-H's have 216"):
+        build_parcnet_h_block(block, ctx)
+    base = timm.create_model("parcnet_h_base")
+    assert base.stem.conv.kernel_size == (5, 5) and base.stem.conv.out_channels == 48
+    new = build_parcnet_h_block(base.stages[2][1], ctx)
+    assert len(new.parc_blocks) == H_STAGES[2][2] == 3
+    assert new.conv_kxk.conv.groups == new.conv_proj.conv.groups == 108  # gcd(324, 216)

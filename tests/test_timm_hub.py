@@ -37,7 +37,7 @@ def test_importing_parc_surgery_registers_the_published_networks_with_timm():
         ).stdout.split()
         names = out[0].split(",")
         for name in ("parc_resnet50", "parc_mobilenetv2_100", "parc_convnext_xt", "parcnet_s",
-                     "parcnet_xs"):  # fmt: skip
+                     "parcnet_xs", "parcnet_h", "parcnet_h_base"):  # fmt: skip
             assert name in names
     # ...and `import parc_surgery` alone still does not import timm (the CLI starts fast).
     alone = subprocess.run(
@@ -55,6 +55,7 @@ def test_importing_parc_surgery_registers_the_published_networks_with_timm():
         ("parc_mobilenetv2_100", "mobilenetv2_100", 3_532_136, 0.2, 224),
         ("parcnet_s", "mobilevit_s", 5_037_088, 0.2, 256),
         ("parcnet_xs", "mobilevit_s", 2_185_384, 0.2, 256),
+        ("parcnet_h", "parcnet_h_base", 20_403_940, 0.2, 256),
         ("parc_convnext_xt", "convnext_tiny", 7_412_824, 0.0, 224),
     ],
 )
@@ -116,6 +117,24 @@ def test_parcnet_xs_features_only_reads_the_file_given_by_the_overlay(tmp_path):
     fresh = timm.create_model("parcnet_xs", features_only=True, out_indices=(4,)).eval()
     with torch.no_grad():
         assert not torch.allclose(fresh(x)[-1], expected, atol=1e-3)
+
+
+def test_parcnet_h_base_is_parcnet_h_layout_without_weights():
+    """No timm model has ParC-Net-H's layout: parcnet_h_base is it (official conv_1 5x5 to
+    48, MV2 widths 96/144/216/288/432, conv_1x1_exp 960), mobilevit_s's preprocessing."""
+    import timm
+
+    base = timm.create_model("parcnet_h_base")
+    assert base.stem.conv.kernel_size == (5, 5) and base.stem.conv.stride == (2, 2)
+    # timm's feature_info ends at final_conv (conv_1x1_exp), not stages.4
+    assert [f["num_chs"] for f in base.feature_info] == [96, 144, 216, 288, 960]
+    assert base.stages[4][1].conv_fusion.conv.out_channels == 432
+    assert [len(base.stages[s][1].transformer) for s in (2, 3, 4)] == [3, 9, 3]
+    assert timm.get_pretrained_cfg("parcnet_h_base").mean == (0.0, 0.0, 0.0)
+    with pytest.raises(WeightsError, match="parcnet_h_base has no weights"):
+        timm.create_model("parcnet_h_base", pretrained=True)
+    x = torch.randn(1, 3, *SIZE)
+    assert timm.create_model("parcnet_h", features_only=True)(x)[-1].shape == (1, 960, 2, 2)
 
 
 def test_pretrained_reads_the_file_given_by_the_overlay(tmp_path):

@@ -23,6 +23,14 @@ MobileViT has 2/4/3 transformer blocks there) and fusion by addition: a new 3x3 
 C -> C + BN + SiLU on shortcut + global (the official `local_global_fusion` of
 fusion "add"). The local and projection convs are then depthwise (groups gcd(D, C) = C).
 
+ParC-Net-H (`parcnet_h_block`, official `scale_h`, edgeformer_h.yaml) has no timm model
+to convert: its stem is a 5x5 conv to 48 channels and its MV2 widths are 96/144/216/288/
+432 (timm's MobileViTs stop at mobilevit_s's 16/32/64/96/128/160). parc_surgery
+registers that layout as the timm model `parcnet_h_base` (timm_models.py: a ByobNet with
+timm's MV2 and MobileViT blocks at the official widths); converting its MobileViT blocks
+gives ParC-Net-H: D = 324/432/432, F = 2D, 3/9/3 ParC blocks (`H_STAGES`), local and
+projection convs grouped gcd(D, C) = 108/144/432, fusion on cat(global, shortcut) as in S.
+
 Kernel lengths are those of ParC-Net-S's native 256 x 256 input, 256 / stride (32, 16, 8
 in mobilevit_s), whatever the conversion's input size: ParC resamples them at run time.
 The stride is the block's nominal one: a stage that a smaller `output_stride` dilates
@@ -36,6 +44,7 @@ conv), and neither does the conversion: only the stride-1 stem block before it c
 from __future__ import annotations
 
 import copy
+import math
 
 from timm.layers import ConvNormAct
 from torch import nn
@@ -44,8 +53,10 @@ from .mobilevit import ParCMobileVitBlock, check_mobilevit_block, transformer_di
 from .registry import ReplacementContext, ReplacementError, register_replacement
 
 __all__ = [
+    "H_STAGES",
     "NATIVE_INPUT",
     "XS_DEPTHS",
+    "build_parcnet_h_block",
     "build_parcnet_s_block",
     "build_parcnet_xs_block",
     "native_kernel_size",
@@ -77,6 +88,10 @@ def native_kernel_size(ctx: ReplacementContext, dilation: int = 1) -> tuple[int,
 # ParC-Net-XS (official edgeformer config `scale_xs`, edgeformer_xs.yaml): ParC blocks per
 # stage, by the block's nominal stage (timm's stages.2 .. stages.4 = cvnets' layer_3 .. 5).
 XS_DEPTHS = {2: 2, 3: 3, 4: 2}
+# ParC-Net-H (official `scale_h`): (C, D, ParC blocks) per nominal stage; F = 2D.
+H_STAGES = {2: (216, 324, 3), 3: (288, 432, 9), 4: (432, 432, 3)}
+_TITLES = {"parcnet_s_block": "ParC-Net-S", "parcnet_xs_block": "ParC-Net-XS",
+           "parcnet_h_block": "ParC-Net-H"}  # fmt: skip
 
 
 def _nominal_stage(ctx: ReplacementContext, dilation: int) -> int:
@@ -91,7 +106,7 @@ def _outer_frame(module: nn.Module, ctx: ReplacementContext, name: str) -> nn.Mo
     local = next(m for m in module.conv_kxk.modules() if isinstance(m, nn.Conv2d))
     c = local.in_channels
     xs = name == "parcnet_xs_block"
-    title = "ParC-Net-XS" if xs else "ParC-Net-S"
+    title = _TITLES[name]
     if module.conv_fusion is None:
         raise ReplacementError(
             f"this MobileVitBlock has no conv_fusion (no_fusion=True); {title} fuses the "
@@ -113,14 +128,27 @@ def _outer_frame(module: nn.Module, ctx: ReplacementContext, name: str) -> nn.Mo
         d, depth = c, XS_DEPTHS[stage]
         rates = (rates + rates[-1:] * depth)[:depth]
         fusion = ConvNormAct(c, c, 3, act_layer=nn.SiLU)  # local_global_fusion on res + x
+    elif name == "parcnet_h_block":
+        stage = _nominal_stage(ctx, local.dilation[0])
+        if H_STAGES.get(stage, (None,))[0] != c:
+            where = ", ".join(f"{w} in stage {s}" for s, (w, _, _) in H_STAGES.items())
+            raise ReplacementError(
+                f"this MobileVitBlock has {c} channels in stage {stage}; ParC-Net-H's have {where}",
+                where=ctx.path,
+                hint="convert parcnet_h_base (ParC-Net-H's layout), or use parcnet_s_block",
+            )
+        _, d, depth = H_STAGES[stage]
+        rates = (rates + rates[-1:] * depth)[:depth]
+        fusion = copy.deepcopy(module.conv_fusion)
     else:
         d, fusion = 2 * c, copy.deepcopy(module.conv_fusion)
+    groups = math.gcd(d, c)  # the official dim_adaptive.0 and channel_adaptive
     new = ParCMobileVitBlock(
-        # groups gcd(D, C) = C in both sizes, as the official dim_adaptive.0. Never
-        # dilated: the official one is not, even where output_stride dilates the stage.
-        ConvNormAct(c, d, 3, groups=c, act_layer=nn.SiLU),
+        # Never dilated: the official dim_adaptive.0 is not, even where output_stride
+        # dilates the stage.
+        ConvNormAct(c, d, 3, groups=groups, act_layer=nn.SiLU),
         nn.Conv2d(d, d, 1, bias=False),
-        ConvNormAct(d, c, 1, groups=c, act_layer=nn.SiLU),
+        ConvNormAct(d, c, 1, groups=groups, act_layer=nn.SiLU),
         fusion,
         d,
         native_kernel_size(ctx, local.dilation[0]),
@@ -151,3 +179,10 @@ def build_parcnet_xs_block(module: nn.Module, ctx: ReplacementContext) -> nn.Mod
     """MobileVitBlock -> ParC-Net-XS block: D = C, F = 2D, 2/3/2 ParC blocks in stages
     2/3/4, a new 3x3 fusion conv C -> C on shortcut + global (official fusion "add")."""
     return _outer_frame(module, ctx, "parcnet_xs_block")
+
+
+@register_replacement("parcnet_h_block", accepts=_ACCEPTS, level="block")
+def build_parcnet_h_block(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
+    """MobileVitBlock of parcnet_h_base -> ParC-Net-H block: D = 324/432/432, F = 2D,
+    3/9/3 ParC blocks, local/proj convs grouped gcd(D, C), concat fusion as in S."""
+    return _outer_frame(module, ctx, "parcnet_h_block")

@@ -80,6 +80,7 @@ class OfficialArch(str, Enum):
     parc_convnext_xt = "parc-convnext-xt"
     parcnet_s = "parcnet-s"
     parcnet_xs = "parcnet-xs"
+    parcnet_h = "parcnet-h"
     parcnet_s_ssd = "parcnet-s-ssd"
     parcnet_s_deeplabv3 = "parcnet-s-deeplabv3"
 

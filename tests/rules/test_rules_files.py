@@ -38,6 +38,7 @@ def test_shipped_configs_are_listed_with_descriptions():
         "efficientformer",
         "parcnet-s",
         "parcnet-xs",
+        "parcnet-h",
         "generic",
     } | {"convnets", "vgg", "convmixer", "cait", "twins", "coatnet", "maxvit"}
     for name, (path, description) in configs.items():
