@@ -642,3 +642,17 @@ def test_parcnet_h_block_refuses_a_block_without_the_official_widths():
     new = build_parcnet_h_block(base.stages[2][1], ctx)
     assert len(new.parc_blocks) == H_STAGES[2][2] == 3
     assert new.conv_kxk.conv.groups == new.conv_proj.conv.groups == 108  # gcd(324, 216)
+
+
+def test_readme_says_what_is_imported_from_which_file_for_every_arch():
+    """The official-weights table has a row per --arch, naming its official source."""
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "README.md").read_text()
+    section = text.split("## Official ParC-Net weights", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(" `"): line for line in section.splitlines()
+            if line.startswith("| `") and not line.startswith("| `--arch`")}  # fmt: skip
+    assert list(rows) == list(ARCHS)
+    for name, spec in ARCHS.items():
+        assert f"`{spec.model}`" in rows[name]  # what it is imported into
+    assert "edgeformer_h.yaml" in rows["parcnet-h"] and "scale_h" in rows["parcnet-h"]
