@@ -114,13 +114,16 @@ def int8_rows(args) -> list[str]:
 
     from parc_surgery.analysis.bench import latency_stats
     from parc_surgery.analysis.export import export_onnx
-    from parc_surgery.analysis.quantize import quantize_qdq
+    from parc_surgery.analysis.quantize import INT8_IMPL, quantize_qdq
 
+    int8_impl = INT8_IMPL if args.impl == "auto" else args.impl
     out = [
-        "INT8 vs FP32 onnxruntime, converted models (same run; static QDQ, per-channel int8 "
-        "weights, uint8 activations, calibrated on 16 random N(0,1) inputs: a latency "
-        "figure only; accuracy is checked by `export --quantize int8` on real images). "
-        "Target: INT8 >= 1.5x faster.",
+        "INT8 vs FP32 onnxruntime, converted models (same run; `export --quantize int8`'s "
+        f"recipe: FP32 export as `{args.impl}`, INT8 export as `{int8_impl}`, onnxruntime's "
+        "quantization pre-processing, static QDQ, per-channel int8 weights, uint8 "
+        "activations, only Conv / MatMul / Gemm quantized in graphs with GELU; calibrated on "
+        "16 random N(0,1) inputs: a latency figure only, accuracy is the digits row below "
+        "and `export --quantize int8` on real images). Target: INT8 >= 1.5x faster.",
         "",
         "| converted model | FP32 ms | INT8 ms | speed-up (FP32 / INT8) | ratio of minima | met |",
         "|---|---:|---:|---:|---:|:---:|",
@@ -136,8 +139,13 @@ def int8_rows(args) -> list[str]:
         try:
             with tempfile.TemporaryDirectory(prefix="parc-int8-") as folder:
                 fp32, int8 = Path(folder, "fp32.onnx"), Path(folder, "int8.onnx")
-                export_onnx(pair.converted, fp32, input_size=INPUT_SIZE, fuse=not args.no_fuse)
-                quantize_qdq(fp32, int8, calib, "input")
+                source = Path(folder, "int8-source.onnx")
+                fuse = not args.no_fuse
+                export_onnx(pair.converted, fp32, input_size=INPUT_SIZE, impl=args.impl, fuse=fuse)
+                export_onnx(
+                    pair.converted, source, input_size=INPUT_SIZE, impl=int8_impl, fuse=fuse
+                )
+                quantize_qdq(source, int8, calib, "input")
                 sessions = {
                     "fp32": ort_session(fp32, args.threads),
                     "int8": ort_session(int8, args.threads),

@@ -125,3 +125,39 @@ def test_quantize_without_onnxruntime_names_the_onnx_extra(monkeypatch, tmp_path
     assert result.exit_code == 2, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "pip install 'parc-surgery[onnx]'" in lines[0]
+
+
+def test_convs_whose_bias_the_exporter_shares_are_quantized(tmp_path):
+    """Equal initializers are exported once, the others as Identity of it: pre-processing
+    folds those, or the convs behind them stay FP32 between Dequantize / Quantize pairs."""
+    import onnx
+
+    from parc_surgery.analysis.export import trace_to_onnx
+    from parc_surgery.analysis.quantize import quantize_qdq
+
+    convs = [torch.nn.Conv2d(4, 4, 1) for _ in range(3)]
+    for conv in convs:
+        torch.nn.init.zeros_(conv.bias)  # what a folded BatchNorm at its init gives
+    fp32, int8 = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    x = torch.randn(1, 4, 8, 8)
+    trace_to_onnx(torch.nn.Sequential(*convs).eval(), fp32, x)
+    assert "Identity" in {node.op_type for node in onnx.load(str(fp32)).graph.node}
+    calib = [torch.randn(1, 4, 8, 8).numpy() for _ in range(4)]
+    quantize_qdq(fp32, int8, calib, onnx.load(str(fp32)).graph.input[0].name)
+    graph = onnx.load(str(int8)).graph
+    made_by = {out: node.op_type for node in graph.node for out in node.output}
+    conv_nodes = [node for node in graph.node if node.op_type == "Conv"]
+    assert len(conv_nodes) == 3
+    assert all(made_by.get(i) == "DequantizeLinear" for n in conv_nodes for i in n.input)
+
+
+def test_graphs_with_gelu_quantize_only_conv_matmul_gemm(tmp_path):
+    from parc_surgery.analysis.export import trace_to_onnx
+    from parc_surgery.analysis.quantize import TRANSFORMER_OP_TYPES, quantize_op_types
+
+    x = torch.randn(1, 8)
+    gelu, relu = tmp_path / "gelu.onnx", tmp_path / "relu.onnx"
+    trace_to_onnx(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU()).eval(), gelu, x)
+    trace_to_onnx(torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()).eval(), relu, x)
+    assert quantize_op_types(gelu) == list(TRANSFORMER_OP_TYPES)
+    assert quantize_op_types(relu) is None
