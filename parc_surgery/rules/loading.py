@@ -153,7 +153,8 @@ _FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], ...] 
     ("mobilevit", ("mobilevit_*",), (("timm.models.mobilevit", "MobileVitBlock"),)),
     ("mobilevitv2", ("mobilevitv2_*",), (("timm.models.mobilevit", "MobileVitV2Block"),)),
     ("vit", ("vit_*", "deit_*", "deit3_*"), (("timm.models.vision_transformer", "Block"),)),
-    ("swin", ("swin_*",), (("timm.models.swin_transformer", "SwinTransformerBlock"),)),
+    ("swin", ("swin_*",), (("timm.models.swin_transformer", "SwinTransformerBlock"),
+                           (f"{_TV}.swin_transformer", "SwinTransformerBlock"))),
     ("efficientformer", ("efficientformer_l*",),
      (("timm.models.efficientformer", "MetaBlock1d"),)),
     # Attention families (blocks/attention_zoo.py).
