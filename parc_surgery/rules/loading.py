@@ -162,6 +162,8 @@ _FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], ...] 
     ("twins", ("twins_*",), (("timm.models.twins", "Block"),)),
     ("coatnet", ("coatnet_*",), (("timm.models.maxxvit", "TransformerBlock2d"),)),
     ("maxvit", ("maxvit_*",), (("timm.models.maxxvit", "MaxxVitBlock"),)),
+    ("poolformer", ("poolformer*", "convformer_*", "caformer_*"),
+     (("timm.models.metaformer", "MetaFormerBlock"),)),
 )  # fmt: skip
 
 
