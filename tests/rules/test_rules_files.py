@@ -39,7 +39,12 @@ def test_shipped_configs_are_listed_with_descriptions():
         "parcnet-s",
         "parcnet-xs",
         "generic",
-    } | {"convnets", "vgg", "convmixer", "cait", "twins", "coatnet", "maxvit"}
+    } | {"convnets", "vgg", "convmixer", "cait", "twins", "coatnet", "maxvit"} | {
+        "poolformer",
+        "densenet",
+        "inception",
+        "pit",
+    }
     for name, (path, description) in configs.items():
         assert path.name == f"{name}.yaml" and path.is_file()
         assert description and "\n" not in description

@@ -106,6 +106,45 @@ class _Net(nn.Module):
         return self.stages(self.stem(x))
 
 
+class _OpenedNet(nn.Module):
+    """Each stage Sequential opens with a downsampling layer of kind `first`, then 5 blocks."""
+
+    def __init__(self, first: str):
+        super().__init__()
+        from timm.layers import ConvNormAct
+
+        def down(a: int, b: int) -> nn.Module:
+            if first == "conv_norm_act":
+                return ConvNormAct(a, b, 1, stride=2)
+            if first == "conv_norm":
+                return nn.Sequential(nn.Conv2d(a, b, 1, stride=2), nn.BatchNorm2d(b))
+            return nn.Conv2d(a, b, 1, stride=2)
+
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        widths = [8, 16, 24, 32, 48]
+        self.stages = nn.Sequential(
+            *[
+                nn.Sequential(down(a, b), *[_Block(b) for _ in range(5)])
+                for a, b in zip(widths, widths[1:], strict=False)
+            ]
+        )
+
+    def forward(self, x):
+        return self.stages(self.stem(x))
+
+
+@pytest.mark.parametrize("first", ["conv", "conv_norm", "conv_norm_act"])
+def test_positional_rule_does_not_count_a_stage_opening_conv(first):
+    # A ConvNormAct or Sequential(conv, norm) opening a stage was taken for block 0, so
+    # "last half" of the 5 blocks became the last 3 of 6 children (blocks 3, 4, 5).
+    planned = plan_conversion(_OpenedNet(first), rules="generic", input_size=(128, 128))
+    assert sorted(planned.graph.stages) == [1, 2, 3, 4]
+    placed = {(s.path, s.index, s.container_len) for s in planned.plan.swaps}
+    assert placed == {
+        (f"stages.{stage}.{block}.conv2", block - 1, 5) for stage in (2, 3) for block in (4, 5)
+    }, placed
+
+
 def test_stage_found_whatever_its_first_child():
     planned = plan_conversion(_Net(), rules="generic", stages=[2, 3, 4], input_size=(128, 128))
     assert sorted(planned.graph.stages) == [1, 2, 3, 4]
