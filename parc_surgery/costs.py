@@ -46,6 +46,13 @@ def counting_form(module: nn.Module) -> Iterator[None]:
                 pass
             else:
                 stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+            # nn.MultiheadAttention's inference fast path (torchvision's ViT) is one fused
+            # kernel the counter does not count: off, it runs as its matmuls.
+            mha = getattr(torch.backends, "mha", None)
+            if mha is not None:
+                was = mha.get_fastpath_enabled()
+                mha.set_fastpath_enabled(False)
+                stack.callback(mha.set_fastpath_enabled, was)
             yield
     finally:
         for p, flag in grads:

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (register)
     dwconv,
     efficientformer,
     inverted_residual,
+    metaformer,
     mobilevit,
     mobilevitv2,
     parcnet_s,

@@ -16,6 +16,10 @@ for nets with no blocks at all (VGG: one Sequential of convs): a rule selects th
 - timm NFNet NormFreeBlock: `conv2b`, the second grouped 3x3, never strided. It is a
   ScaledStdConv2d (BiT's ResNetV2: StdConv2d): init from_local reads its standardised
   (effective) weight; the ParC pair itself is not weight-standardised.
+- `parc_conv` also takes convs that change the width (DenseNet's DenseLayer conv2,
+  4k -> k growth channels; Inception's 448 -> 384 3x3s) as a ParCWidthPair
+  (blocks.width_pair). DenseNet is converted at the op level: a DenseLayer's input is
+  the list of all earlier features, so its conv2 is the module with one input map.
 - torchvision RegNet ResBottleneckBlock: `f.b.0` (grouped); also under `parc_regnet`, so
   the shipped `regnet` config converts torchvision's RegNets as timm's.
 
@@ -30,6 +34,7 @@ from torch import nn
 from .local_conv import check_local_conv, dense_pair_for_conv, require_type, with_child
 from .registry import ReplacementContext, ReplacementError, register_builder, register_replacement
 from .regnet import build_parc_regnet  # noqa: F401  (parc_regnet registered first)
+from .width_pair import width_pair_for_conv
 
 __all__ = ["SPATIAL_CONVS", "build_parc_conv", "build_parc_conv_block", "build_tv_regnet"]
 
@@ -82,6 +87,13 @@ def _as_plain_conv(conv: nn.Module) -> nn.Module:
     return plain
 
 
+def _pair(conv: nn.Conv2d, ctx: ReplacementContext, attr: str) -> nn.Module:
+    """The dense / grouped ParC pair for a C -> C conv, a ParCWidthPair for C_in -> C_out."""
+    if conv.in_channels != conv.out_channels:
+        return width_pair_for_conv(conv, ctx, attr)
+    return dense_pair_for_conv(conv, ctx, attr, paper_init="resnet")
+
+
 def _standardised(conv: nn.Module):
     """The weight timm's StdConv2d / ScaledStdConv2d convolve with (as their forward)."""
     import torch.nn.functional as F
@@ -117,13 +129,13 @@ def build_parc_conv_block(module: nn.Module, ctx: ReplacementContext) -> nn.Modu
     new = module
     for attr in _conv_paths(module, SPATIAL_CONVS[key]):
         conv = check_local_conv(_as_plain_conv(module.get_submodule(attr)), ctx, attr)
-        new = with_child(new, attr, dense_pair_for_conv(conv, ctx, attr, paper_init="resnet"))
+        new = with_child(new, attr, _pair(conv, ctx, attr))
     return new
 
 
 @register_replacement("parc_conv", accepts=("Conv2d",), level="op")
 def build_parc_conv(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
-    """A stride-1 C -> C 3x3 Conv2d (dense or grouped) -> ParC pair (VGG's convs)."""
+    """A stride-1 3x3 Conv2d -> ParC pair (VGG's convs; C_in -> C_out: ParCWidthPair)."""
     require_type(module, ctx, ("Conv2d",), "parc_conv")
     conv = check_local_conv(module, ctx, "the conv")
     if conv.kernel_size == (1, 1):
@@ -132,7 +144,14 @@ def build_parc_conv(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
             where=ctx.path,
             hint="select the 3x3 convs (narrow the rule's `name`)",
         )
-    return dense_pair_for_conv(conv, ctx, "the conv", paper_init="resnet").train(module.training)
+    if conv.kernel_size[0] != conv.kernel_size[1]:
+        raise ReplacementError(
+            f"the conv's kernel is {conv.kernel_size[0]}x{conv.kernel_size[1]}: a ParC pair "
+            "(one half along H, one along W) stands in for a square kernel only",
+            where=ctx.path,
+            hint="select the square (3x3) convs (narrow the rule's `name`)",
+        )
+    return _pair(conv, ctx, "the conv").train(module.training)
 
 
 @register_builder("parc_regnet", accepts=("torchvision.models.regnet.ResBottleneckBlock",))

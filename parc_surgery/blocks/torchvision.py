@@ -10,24 +10,44 @@ the block keeps its weights, and the block keeps its torchvision class and forwa
   first conv of one of its Conv2dNormActivation stages (`conv.1.0`, or `conv.0.0` when
   there is no expansion). It downsamples there, so `stride` must be 1.
 - CNBlock's 7x7 depthwise conv (with bias) is `block.0`; CNBlocks never downsample.
+- SwinTransformerBlock (V1, pre-norm, NHWC) becomes timm's ParCSwinBlock under
+  `parc_swin`: norm1, norm2 and mlp keep their weights and keys, `stochastic_depth`
+  serves as both drop paths, the shifted-window attention becomes the ParC mixer on the
+  whole stage map. The V2 block (post-norm, SwinTransformerBlockV2) is refused.
+- ViT EncoderBlock becomes timm's ParCViTBlock under `parc_vit`: ln_1 / ln_2 / mlp keep
+  their weights and keys as norm1 / norm2 / mlp, the attention's dropout is drop_path1's
+  place, nn.MultiheadAttention becomes the ParC mixer on the 14x14 patch grid; the class
+  token gets the grid's mean, as in timm's.
 """
 
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 from torch import nn
 
 from .bottleneck import build_parc_bottleneck
-from .local_conv import check_local_conv, depthwise_pair_for_conv, refuse_stride
+from .local_conv import check_local_conv, depthwise_pair_for_conv, global_kernel_size, refuse_stride
+from .parc_mixer import ParCSpatialMixer
 from .registry import ReplacementContext, ReplacementError, register_builder
+from .swin import ParCSwinBlock
+from .vit import ParCViTBlock, refuse_init_from_local
 
-__all__ = ["build_tv_bottleneck", "build_tv_cnblock", "build_tv_inverted_residual"]
+__all__ = [
+    "build_tv_bottleneck",
+    "build_tv_cnblock",
+    "build_tv_inverted_residual",
+    "build_tv_swin",
+    "build_tv_vit",
+]
 
 TV_BOTTLENECK = "torchvision.models.resnet.Bottleneck"
 TV_INVERTED_RESIDUAL = "torchvision.models.mobilenetv2.InvertedResidual"
 TV_INVERTED_RESIDUAL_V3 = "torchvision.models.mobilenetv3.InvertedResidual"
 TV_CNBLOCK = "torchvision.models.convnext.CNBlock"
+TV_SWIN = "torchvision.models.swin_transformer.SwinTransformerBlock"
+TV_VIT = "torchvision.models.vision_transformer.EncoderBlock"
 
 
 def _with_descendant(module: nn.Module, path: str, child: nn.Module) -> nn.Module:
@@ -85,3 +105,51 @@ def build_tv_cnblock(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
     conv = check_local_conv(module.block[0], ctx, "block.0")
     pair = depthwise_pair_for_conv(conv, ctx, "block.0", bias=True, paper_init="convnext")
     return _with_descendant(module, "block.0", pair)
+
+
+@register_builder("parc_swin", accepts=(TV_SWIN,))
+def build_tv_swin(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
+    """torchvision SwinTransformerBlock (V1) -> ParCSwinBlock, as timm's Swin blocks."""
+    if type(module).__name__ != "SwinTransformerBlock":
+        raise ReplacementError(
+            f"parc_swin converts torchvision's pre-norm Swin V1 blocks, not a "
+            f"{type(module).__name__} (Swin V2 normalises after its attention)",
+            where=ctx.path,
+            hint="convert torchvision's swin_t / swin_s / swin_b",
+        )
+    refuse_init_from_local(ctx, "window attention")
+    dim = module.norm1.normalized_shape[-1]
+    mixer = ParCSpatialMixer(dim, global_kernel_size(ctx), use_pe=ctx.pe, impl=ctx.impl)
+    # timm's block names: torchvision's one stochastic depth stands for both drop paths.
+    kept = SimpleNamespace(
+        norm1=module.norm1,
+        drop_path1=module.stochastic_depth,
+        norm2=module.norm2,
+        mlp=module.mlp,
+        drop_path2=module.stochastic_depth,
+    )
+    new = ParCSwinBlock(kept, mixer)
+    ref = module.norm1.weight
+    return new.to(device=ref.device, dtype=ref.dtype).train(module.training)
+
+
+@register_builder("parc_vit", accepts=(TV_VIT,))
+def build_tv_vit(module: nn.Module, ctx: ReplacementContext) -> nn.Module:
+    """torchvision ViT EncoderBlock -> ParCViTBlock: attention -> ParC on the patch grid."""
+    refuse_init_from_local(ctx, "a ViT EncoderBlock's attention")
+    dim = module.ln_1.normalized_shape[-1]
+    mixer = ParCSpatialMixer(dim, global_kernel_size(ctx), use_pe=ctx.pe, impl=ctx.impl)
+    # EncoderBlock: x + dropout(attn(ln_1(x))), then x + mlp(ln_2(x)): timm's block with
+    # the dropout where drop_path1 is and no layer scale.
+    kept = SimpleNamespace(
+        norm1=module.ln_1,
+        ls1=None,
+        drop_path1=module.dropout,
+        norm2=module.ln_2,
+        mlp=module.mlp,
+        ls2=None,
+        drop_path2=None,
+    )
+    new = ParCViTBlock(kept, mixer, ctx.feature_size, ctx.prefix_tokens)
+    ref = module.ln_1.weight
+    return new.to(device=ref.device, dtype=ref.dtype).train(module.training)

@@ -38,6 +38,7 @@ app.add_typer(rules_app, name="rules")
 def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[str, Any]:
     """Stages, containers, attention blocks and what each shipped config would select."""
     from parc_surgery.attention import find_attention
+    from parc_surgery.blocks.unsupported import unsupported_reasons
     from parc_surgery.graph import analyze, container_blocks
     from parc_surgery.models import create_model
     from parc_surgery.planning import build_plan
@@ -87,6 +88,7 @@ def model_overview(name: str, model_args: dict[str, Any], input_size) -> dict[st
         "input_size": list(graph.input_size),
         "stages": stages,
         "no_spatial_reason": graph.no_spatial_reason,
+        "unsupported": unsupported_reasons(model),
         "attention": [found.to_dict() for found in find_attention(model, graph)],
         # The same call, with the same model, as convert's: both pick the same rules.
         "default_rules": default_rules_for(name, model),
@@ -114,6 +116,8 @@ def inspect_command(
         return
     if overview["no_spatial_reason"]:
         ui.out.print(overview["no_spatial_reason"], highlight=False, markup=False)
+    for reason in overview["unsupported"]:
+        ui.out.print(reason, highlight=False, markup=False, soft_wrap=True)
     table = Table(
         title=f"{model} at {overview['input_size'][0]}x{overview['input_size'][1]}",
         title_justify="left",

@@ -66,9 +66,18 @@ def analyze(
 
 
 def prefix_tokens_of(model: nn.Module) -> int:
-    """Class and register tokens ahead of a ViT's patch tokens (timm's num_prefix_tokens)."""
-    count = getattr(model, "num_prefix_tokens", 0)
-    return count if isinstance(count, int) and not isinstance(count, bool) else 0
+    """Class and register tokens ahead of a ViT's patch tokens: timm's num_prefix_tokens,
+    else the tokens of the model's class (and distillation) token parameters, (1, n, C)
+    each (torchvision's ViT `class_token`, timm's PiT `cls_token`)."""
+    count = getattr(model, "num_prefix_tokens", None)
+    if isinstance(count, int) and not isinstance(count, bool):
+        return count
+    found = 0
+    for name in ("class_token", "cls_token", "dist_token"):
+        token = getattr(model, name, None)
+        if isinstance(token, nn.Parameter) and token.dim() == 3 and token.shape[0] == 1:
+            found += token.shape[1]
+    return found
 
 
 def _module_infos(

@@ -6,6 +6,9 @@ containers*: all children are composite modules (not all containers themselves; 
 parameter-free layer such as a flatten may sit between them) of one spatial stage, and
 no ancestor is a block container (so `layer3.0.downsample` is not one, `layer3` is).
 `enclosing_block` maps any path to (container, index, length) of the block it is in.
+A block container's plain layers (a stage that opens with a ConvNormAct or a
+Sequential(conv, norm) to downsample, beside blocks of another class) are no block
+positions: a positional rule counts the stage's blocks only (`Containers.plain`).
 
 A flat Sequential that holds a whole network (torchvision's `mobilenet_v2().features`:
 stem, 17 InvertedResiduals, head) has no block container; its blocks are grouped into
@@ -54,6 +57,12 @@ class Containers:
     children: dict[str, list[str]]  # container path -> child names, in order
     block: dict[str, int]  # block container path (or run name) -> stage of its blocks
     runs: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # block -> its run
+    plain: set[str] = field(default_factory=set)  # plain layers in block containers
+
+    def positions(self, container: str) -> list[str]:
+        """The child names of `container` that are block positions (no plain layers)."""
+        names = self.children.get(container, [])
+        return [n for n in names if _join(container, n) not in self.plain]
 
 
 def _join(parent: str, child: str) -> str:
@@ -107,7 +116,31 @@ def find_containers(
             if not any(t == "" or _related(path, t) for t in taken):
                 runs.update(_runs(path, names, modules, stage_of, channels_of))
         block.update({run: stage_of[member] for member, (run, _, _) in runs.items()})
-    return Containers(children, block, runs)
+    plain = {
+        p
+        for path in block
+        if path in children
+        for p in _plain_layers(path, children[path], modules)
+    }
+    return Containers(children, block, runs, plain)
+
+
+def _plain_layers(path: str, names: list[str], modules: dict[str, nn.Module]) -> set[str]:
+    """Children of a block container that are one conv with its norm / activation (a
+    ConvNormAct, a Sequential(conv, norm)) beside at least two blocks of one other class."""
+    kids = {_join(path, n): modules[_join(path, n)] for n in names}
+    counts: dict[type, int] = {}
+    for kid in kids.values():
+        counts[type(kid)] = counts.get(type(kid), 0) + 1
+    main, most = max(counts.items(), key=lambda item: item[1], default=(None, 0))
+    if most < 2:
+        return set()
+    found = set()
+    for child, kid in kids.items():
+        convs = sum(isinstance(m, nn.Conv2d) for m in kid.modules())
+        if type(kid) is not main and convs == 1 and next(kid.children(), None) is not None:
+            found.add(child)
+    return found
 
 
 def _parallel_branch(
@@ -221,8 +254,9 @@ def container_blocks(model: nn.Module, container: str) -> list[nn.Module]:
     return list(parent.children())[int(run.group(2)) : int(run.group(3))]
 
 
-def enclosing_block(path: str, containers: Containers) -> tuple[str, int, int] | None:
-    """(container, index, length) of the block that holds `path` (or is `path`).
+def enclosing_block(path: str, containers: Containers) -> tuple[str, int | None, int] | None:
+    """(container, index, length) of the block that holds `path` (or is `path`); index
+    None for a block container's plain layer (it is no block position).
 
     A block container wins over nearer plain containers (an op in `layer3.0.downsample`
     belongs to block 0 of `layer3`); without one, the nearest container is used.
@@ -239,6 +273,10 @@ def enclosing_block(path: str, containers: Containers) -> tuple[str, int, int] |
             continue
         found = (parent, names.index(child), len(names))
         if parent in containers.block:
+            if containers.plain:
+                kept = containers.positions(parent)
+                index = kept.index(child) if child in kept else None
+                return (parent, index, len(kept))
             return found
         if nearest is None:
             nearest = found

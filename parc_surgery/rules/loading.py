@@ -144,6 +144,9 @@ _FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], ...] 
       ("timm.models.byobnet", "RepVggBlock"), ("timm.models.dla", "DlaBasic"),
       ("timm.models.dla", "DlaBottleneck"), ("timm.models.dpn", "DualPathBlock"),
       ("timm.models.nfnet", "NormFreeBlock"), ("timm.models.hrnet", "HighResolutionModule"))),
+    ("densenet", ("densenet*",), (("timm.models.densenet", "DenseLayer"),)),
+    ("inception", ("inception_v3", "tf_inception_v3", "adv_inception_v3", "gluon_inception_v3"),
+     (("timm.models.inception_v3", "InceptionE"), (f"{_TV}.inception", "InceptionE"))),
     ("vgg", ("vgg*",), (("timm.models.vgg", "VGG"), (f"{_TV}.vgg", "VGG"))),
     ("convmixer", ("convmixer_*",), (("timm.models.convmixer", "ConvMixer"),)),
     ("mobilenetv2", ("mobilenetv2*", "mobilenet_v2"),
@@ -152,8 +155,11 @@ _FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], ...] 
      (("timm.models.convnext", "ConvNeXtBlock"), (f"{_TV}.convnext", "CNBlock"))),
     ("mobilevit", ("mobilevit_*",), (("timm.models.mobilevit", "MobileVitBlock"),)),
     ("mobilevitv2", ("mobilevitv2_*",), (("timm.models.mobilevit", "MobileVitV2Block"),)),
-    ("vit", ("vit_*", "deit_*", "deit3_*"), (("timm.models.vision_transformer", "Block"),)),
-    ("swin", ("swin_*",), (("timm.models.swin_transformer", "SwinTransformerBlock"),)),
+    ("pit", ("pit_*",), (("timm.models.pit", "Transformer"),)),
+    ("vit", ("vit_*", "deit_*", "deit3_*"), (("timm.models.vision_transformer", "Block"),
+                                            (f"{_TV}.vision_transformer", "EncoderBlock"))),
+    ("swin", ("swin_*",), (("timm.models.swin_transformer", "SwinTransformerBlock"),
+                           (f"{_TV}.swin_transformer", "SwinTransformerBlock"))),
     ("efficientformer", ("efficientformer_l*",),
      (("timm.models.efficientformer", "MetaBlock1d"),)),
     # Attention families (blocks/attention_zoo.py).
@@ -161,6 +167,8 @@ _FAMILIES: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]], ...] 
     ("twins", ("twins_*",), (("timm.models.twins", "Block"),)),
     ("coatnet", ("coatnet_*",), (("timm.models.maxxvit", "TransformerBlock2d"),)),
     ("maxvit", ("maxvit_*",), (("timm.models.maxxvit", "MaxxVitBlock"),)),
+    ("poolformer", ("poolformer*", "convformer_*", "caformer_*"),
+     (("timm.models.metaformer", "MetaFormerBlock"),)),
 )  # fmt: skip
 
 

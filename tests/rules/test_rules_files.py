@@ -40,7 +40,12 @@ def test_shipped_configs_are_listed_with_descriptions():
         "parcnet-xs",
         "parcnet-h",
         "generic",
-    } | {"convnets", "vgg", "convmixer", "cait", "twins", "coatnet", "maxvit"}
+    } | {"convnets", "vgg", "convmixer", "cait", "twins", "coatnet", "maxvit"} | {
+        "poolformer",
+        "densenet",
+        "inception",
+        "pit",
+    }
     for name, (path, description) in configs.items():
         assert path.name == f"{name}.yaml" and path.is_file()
         assert description and "\n" not in description

@@ -65,16 +65,16 @@ def test_converting_a_converted_resnet_says_already_converted():
 
 def test_inspect_agrees_with_convert_on_a_class_name_match():
     # torchvision's SwinTransformerBlock matched swin.yaml by class name: inspect listed
-    # "would replace" while convert exits 2. inspect now builds what convert builds.
+    # "would replace" while convert exits 2. inspect builds what convert builds, and
+    # torchvision's Swin V1 blocks now convert (parc_swin), so both list the same blocks.
     from parc_surgery.cli.inspect import model_overview
-    from parc_surgery.errors import ParcSurgeryError
 
     overview = model_overview("torchvision:swin_t", {}, (224, 224))
     swin = overview["shipped_rules"]["swin"]
-    assert swin["matches"] == [] and "torchvision" in swin["error"]
-    with pytest.raises(ParcSurgeryError) as err:
-        plan_conversion("torchvision:swin_t", rules="swin")
-    assert err.value.exit_code == 2
+    planned = plan_conversion("torchvision:swin_t", rules="swin")
+    assert not swin.get("error")
+    assert swin["matches"] == _swaps(planned)
+    assert len(_swaps(planned)) == 12
 
 
 class _Block(nn.Module):
@@ -104,6 +104,45 @@ class _Net(nn.Module):
 
     def forward(self, x):
         return self.stages(self.stem(x))
+
+
+class _OpenedNet(nn.Module):
+    """Each stage Sequential opens with a downsampling layer of kind `first`, then 5 blocks."""
+
+    def __init__(self, first: str):
+        super().__init__()
+        from timm.layers import ConvNormAct
+
+        def down(a: int, b: int) -> nn.Module:
+            if first == "conv_norm_act":
+                return ConvNormAct(a, b, 1, stride=2)
+            if first == "conv_norm":
+                return nn.Sequential(nn.Conv2d(a, b, 1, stride=2), nn.BatchNorm2d(b))
+            return nn.Conv2d(a, b, 1, stride=2)
+
+        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+        widths = [8, 16, 24, 32, 48]
+        self.stages = nn.Sequential(
+            *[
+                nn.Sequential(down(a, b), *[_Block(b) for _ in range(5)])
+                for a, b in zip(widths, widths[1:], strict=False)
+            ]
+        )
+
+    def forward(self, x):
+        return self.stages(self.stem(x))
+
+
+@pytest.mark.parametrize("first", ["conv", "conv_norm", "conv_norm_act"])
+def test_positional_rule_does_not_count_a_stage_opening_conv(first):
+    # A ConvNormAct or Sequential(conv, norm) opening a stage was taken for block 0, so
+    # "last half" of the 5 blocks became the last 3 of 6 children (blocks 3, 4, 5).
+    planned = plan_conversion(_OpenedNet(first), rules="generic", input_size=(128, 128))
+    assert sorted(planned.graph.stages) == [1, 2, 3, 4]
+    placed = {(s.path, s.index, s.container_len) for s in planned.plan.swaps}
+    assert placed == {
+        (f"stages.{stage}.{block}.conv2", block - 1, 5) for stage in (2, 3) for block in (4, 5)
+    }, placed
 
 
 def test_stage_found_whatever_its_first_child():
