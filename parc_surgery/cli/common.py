@@ -140,14 +140,29 @@ class _StrippedLines:
     def write(self, text: str) -> int:
         *lines, self.pending = (self.pending + text).split("\n")
         if lines:
-            self.file.write("".join(line.rstrip(" ") + "\n" for line in lines))
+            self._put("".join(line.rstrip(" ") + "\n" for line in lines))
         return len(text)
 
     def flush(self) -> None:
-        if self.pending:
-            self.file.write(self.pending)
-            self.pending = ""
-        self.file.flush()
+        text, self.pending = self.pending, ""
+        self._put(text)
+
+    def _put(self, text: str) -> None:
+        """Write and flush: a stdout that cannot take it (full disk, no permission) is exit 7
+        naming it, as for JSON, instead of a traceback (or exit 120 at the final flush). A
+        reader that stopped reading (`| head`) drops the rest of the table quietly."""
+        try:
+            if text:
+                self.file.write(text)
+            self.file.flush()
+        except BrokenPipeError:
+            _drop_stdout()
+        except OSError as err:
+            from parc_surgery.files import os_error
+
+            error = os_error(_stdout_name(), err, doing="write the output to")
+            _drop_stdout()
+            raise error from None
 
     def isatty(self) -> bool:
         return False
