@@ -62,6 +62,13 @@ class DataFormat(str, Enum):
     json = "json"
 
 
+class DistillGate(str, Enum):
+    """finetune --distill-gate: the images the KL term to the teacher uses."""
+
+    none = "none"
+    correct = "correct"
+
+
 class PlanFormat(str, Enum):
     """How a plan is printed: table (what fits 80 columns), wide (every column), a diff of
     the swapped modules, or JSON."""

@@ -31,6 +31,7 @@ from parc_surgery.cli.options import (
     DataOpt,
     DatasetOpt,
     DeviceOpt,
+    DistillGate,
     ForceOpt,
     FormatOpt,
     ModelArgsOpt,
@@ -344,6 +345,14 @@ def finetune_command(
         typer.Option("--distill-weight", help="w in (1-w)*CE + w*T^2*KL(teacher || student)."),
     ] = 0.5,
     temperature: Annotated[float, typer.Option("--temperature", help="T of the KL term.")] = 2.0,
+    distill_gate: Annotated[
+        DistillGate,
+        typer.Option(
+            "--distill-gate",
+            help="Which images the KL term uses: all of them (none), or only those whose "
+            "label the teacher ranks first (correct).",
+        ),
+    ] = DistillGate.none,
     feature_distill_weight: Annotated[
         float,
         typer.Option(
@@ -454,6 +463,7 @@ def finetune_command(
             ema_decay=ema_decay,
             distill_weight=distill_weight,
             temperature=temperature,
+            distill_gate=DistillGate(distill_gate).value,
             feature_distill_weight=feature_distill_weight,
             parc_lr_scale=parc_lr_scale,
             seed=seed,
@@ -532,6 +542,7 @@ def train_command(
     scale: ScaleOpt = 0.08,
     hflip: HflipOpt = 0.5,
     holdout: HoldoutOpt = 0.1,
+    crop_pct: CropPctOpt = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     threads: ThreadsOpt = None,
@@ -570,6 +581,7 @@ def train_command(
         scale=scale,
         hflip=hflip,
         holdout=holdout,
+        crop_pct=crop_pct,
     )
     target = output if output is not None else Path(f"{file_stem(model)}-trained.safetensors")
     check_output(target, force=force, inputs=[weights])  # fail before the slow part

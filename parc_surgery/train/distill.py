@@ -4,6 +4,11 @@ loss = (1 - w) * CE(student, labels) + w * T^2 * KL(softmax(teacher / T) || soft
 
 with w = --distill-weight and T = --temperature (Hinton et al. 2015; the T^2 keeps the
 soft term's gradient scale independent of T). Without a teacher w is 0: plain fine-tuning.
+
+--distill-gate correct keeps the KL term only on the images whose label the teacher ranks
+first (the batch mean over all images, so a teacher that is wrong everywhere distils
+nothing): a converted model can learn what its original cannot (benchmarks/
+bench_longrange.py), and ungated distillation pulls it back to the original's mistakes.
 """
 
 from __future__ import annotations
@@ -17,20 +22,25 @@ from torch import nn
 from parc_surgery.errors import UsageError
 from parc_surgery.plan import Plan
 
-__all__ = ["DistillLoss", "build_teacher"]
+__all__ = ["GATES", "DistillLoss", "build_teacher"]
+
+GATES = ("none", "correct")
 
 
 class DistillLoss(nn.Module):
     """Cross-entropy plus temperature-scaled KL to the teacher's logits."""
 
-    def __init__(self, weight: float = 0.5, temperature: float = 2.0):
+    def __init__(self, weight: float = 0.5, temperature: float = 2.0, gate: str = "none"):
         super().__init__()
+        if gate not in GATES:
+            raise UsageError(f"--distill-gate {gate!r}: give one of {', '.join(GATES)}")
         if not 0.0 <= weight <= 1.0:
             raise UsageError(f"--distill-weight {weight} is outside [0, 1]")
         if temperature <= 0:
             raise UsageError(f"--temperature {temperature} must be positive")
         self.weight = weight
         self.temperature = temperature
+        self.gate = gate
 
     def forward(
         self, logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None
@@ -40,12 +50,16 @@ class DistillLoss(nn.Module):
         if teacher_logits is None or self.weight == 0.0:
             return ce
         t = self.temperature
-        kl = F.kl_div(
+        teacher_logits = teacher_logits.float()
+        per_image = F.kl_div(
             F.log_softmax(logits / t, dim=1),
-            F.log_softmax(teacher_logits.float() / t, dim=1),
-            reduction="batchmean",
+            F.log_softmax(teacher_logits / t, dim=1),
+            reduction="none",
             log_target=True,
-        )
+        ).sum(dim=1)
+        if self.gate == "correct":
+            per_image = per_image * (teacher_logits.argmax(dim=1) == targets)
+        kl = per_image.mean()
         return (1.0 - self.weight) * ce + self.weight * (t * t) * kl
 
 

@@ -41,6 +41,7 @@ class TrainConfig:
     ema_decay: float | None = None  # timm ModelEmaV3 (with warm-up) when set
     distill_weight: float = 0.5
     temperature: float = 2.0
+    distill_gate: str = "none"  # "correct": KL only where the teacher's top-1 is the label
     # Phase 2: weight of the swapped blocks' normalised MSE to the teacher's (0: off).
     feature_distill_weight: float = 0.0
     parc_lr_scale: float = 1.0  # phase 2 lr multiplier of the swapped blocks' parameters
@@ -63,7 +64,7 @@ class TrainConfig:
             )
         if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
             raise UsageError(f"--ema-decay {self.ema_decay} must lie between 0 and 1")
-        DistillLoss(self.distill_weight, self.temperature)  # validates both
+        DistillLoss(self.distill_weight, self.temperature, self.distill_gate)  # validates
         if not self.feature_distill_weight >= 0:
             raise UsageError(
                 f"--feature-distill-weight {self.feature_distill_weight} must be 0 or more"
@@ -204,7 +205,9 @@ def finetune_phase(
         optimizer, config, config.epochs, steps_per_epoch, config.lr, config.lr_warmup_epochs
     )
     criterion = DistillLoss(
-        config.distill_weight if teacher is not None else 0.0, config.temperature
+        config.distill_weight if teacher is not None else 0.0,
+        config.temperature,
+        config.distill_gate,
     )
     feature_weight = config.feature_distill_weight if teacher is not None and paths else 0.0
     use_teacher = teacher is not None and (criterion.weight > 0 or feature_weight > 0)

@@ -1,0 +1,109 @@
+"""The long-range benchmark's parts, by behaviour: the gated distillation term, the task's
+premise (no unit of the original sees both far bars; near bars touch), the labels, and the
+docs section bench_longrange.py renders."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from train_testkit import ROOT
+
+from parc_surgery.errors import UsageError
+from parc_surgery.train import TrainConfig
+from parc_surgery.train.distill import DistillLoss
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bl", ROOT / "benchmarks/bench_longrange.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _kl_rows(student, teacher, t):
+    return F.kl_div(
+        F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="none",
+        log_target=True,
+    ).sum(1)  # fmt: skip
+
+
+def test_the_correct_gate_distils_only_where_the_teacher_is_right():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(6, 4), torch.randn(6, 4)
+    targets = teacher.argmax(1).clone()
+    targets[[1, 4]] = (targets[[1, 4]] + 1) % 4  # the teacher is wrong on images 1 and 4
+    w, t = 0.5, 2.0
+    ce = F.cross_entropy(student, targets)
+    rows = _kl_rows(student, teacher, t)
+    right = torch.tensor([1.0, 0, 1, 1, 0, 1])
+    gated = DistillLoss(w, t, "correct")(student, targets, teacher)
+    ungated = DistillLoss(w, t, "none")(student, targets, teacher)
+    assert torch.allclose(gated, (1 - w) * ce + w * t * t * (rows * right).mean())
+    assert torch.allclose(ungated, (1 - w) * ce + w * t * t * rows.mean())
+    assert gated < ungated
+    # A teacher wrong on every image distils nothing: the loss is the CE part alone.
+    wrong = (teacher.argmax(1) + 1) % 4
+    alone = DistillLoss(w, t, "correct")(student, wrong, teacher)
+    assert torch.allclose(alone, (1 - w) * F.cross_entropy(student, wrong))
+
+
+def test_an_unknown_gate_is_a_usage_error():
+    with pytest.raises(UsageError, match="--distill-gate"):
+        TrainConfig(distill_gate="sometimes")
+
+
+def test_far_bars_lie_beyond_the_originals_receptive_field_and_near_bars_touch():
+    bench = _bench()
+    field = bench.receptive_field()
+    assert 100 < field < 448  # the far bars' smallest distance apart
+    rng = np.random.default_rng(0)
+    for task in ("far", "near"):
+        labels = []
+        for _ in range(200):
+            pixels, label = bench.strip(rng, task)
+            assert pixels.shape == (bench.H, bench.W)
+            columns = np.flatnonzero(pixels.max(0) > 0)
+            gaps = np.diff(columns)
+            inner = gaps.max() - 1 if len(gaps) else 0
+            if task == "far":
+                assert inner >= 448 - 2 * (bench.TILE - 8)  # bars are >= 8 px long
+                assert columns.min() >= 8 and columns.max() < bench.W - 8
+            else:
+                assert columns.max() - columns.min() < 2 * bench.TILE
+            labels.append(label)
+        assert 0.4 < labels.count("same") / len(labels) < 0.6
+
+
+def test_the_label_is_whether_the_two_bars_agree():
+    bench = _bench()
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        pixels, label = bench.strip(rng, "far")
+        halves = (pixels[:, : bench.W // 2], pixels[:, bench.W // 2 :])
+        kinds = []
+        for half in halves:
+            rows = np.flatnonzero(half.max(1) > 0)
+            cols = np.flatnonzero(half.max(0) > 0)
+            kinds.append("h" if len(cols) > len(rows) else "v")
+        assert label == ("same" if kinds[0] == kinds[1] else "different")
+
+
+def test_the_docs_section_has_mean_range_and_the_verdict_per_task():
+    bench = _bench()
+    rows = [
+        {"task": task, "arm": arm, "seed": seed, "epochs": 8, "top1": score + seed}
+        for task, base in (("far", 60.0), ("near", 95.0))
+        for arm, score in (("original", base), ("recovered", base + (30 if task == "far" else 0)))
+        for seed in range(3)
+    ]
+    rows[3]["erf50"] = {"original": 0.1, "converted": 0.3}
+    text = bench.render(rows, 8, 439)
+    assert "439 px" in text
+    assert "| **recovered** | 91.00 (90.00-92.00) | 96.00 (95.00-97.00) | 0,1,2 |" in text
+    assert "far +30.00 (above, the ranges do not overlap)" in text
+    assert "near +0.00 (a tie, the ranges overlap)" in text
+    assert "10.0% -> 30.0%" in text
