@@ -8,6 +8,9 @@ three together cover the whole list.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import test_zoo_attention  # noqa: E402  (pytest puts tests/zoo on the path)
 import test_zoo_conv
@@ -16,7 +19,15 @@ import torch
 import torchvision
 from timm.models.densenet import DenseNet
 from timm.models.inception_v3 import InceptionE
-from timm.models.metaformer import GroupNorm1, MetaFormer, Pooling
+from timm.models.metaformer import (
+    Attention,
+    GroupNorm1,
+    LayerNorm2dNoBias,
+    LayerNormNoBias,
+    MetaFormer,
+    Pooling,
+    SepConv,
+)
 from timm.models.pit import PoolingVisionTransformer
 from torch import nn
 from torchvision.models.swin_transformer import SwinTransformer
@@ -154,6 +165,19 @@ SMALL = {
         [(64, 64), (96, 96)],
         ["stages.2.blocks.1", "stages.3.blocks.1"],
     ),
+    # CAFormer's attention stages hand their blocks (B, H*W, C) tokens, not a map.
+    "caformer": (
+        lambda: MetaFormer(
+            depths=(1, 1, 2, 2),
+            dims=(16, 32, 64, 64),
+            token_mixers=(SepConv, SepConv, Attention, Attention),
+            norm_layers=(LayerNorm2dNoBias,) * 2 + (LayerNormNoBias,) * 2,
+            num_classes=10,
+        ),
+        "poolformer",
+        [(64, 64), (96, 96)],
+        ["stages.2.blocks.1", "stages.3.blocks.1"],
+    ),
     "densenet": (
         lambda: DenseNet(growth_rate=8, block_config=(1, 2, 4, 4), num_classes=10),
         "densenet",
@@ -251,3 +275,32 @@ def test_small_instance_converts_reloads_runs_and_trains(family, tmp_path):
         bigger = torch.randn(1, 3, sizes[0][0] + 32, sizes[0][1] + 32)
         with pytest.raises((RuntimeError, AssertionError, ValueError)):
             seeded().eval()(bigger)
+
+
+def _readme_table() -> dict[str, list[str]]:
+    """{model name: its row's cells} of the README's model table."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    table = text.split("### Model table", 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| `"):
+            for name in re.findall(r"`([^`]+)`", cells[0]):
+                rows[name] = cells
+    return rows
+
+
+def test_the_readme_model_table_has_a_row_per_model_of_the_issue_with_its_swaps():
+    rows = _readme_table()
+    assert sorted(ISSUE_MODELS - set(rows)) == []
+    # model -> (shipped config, planned swaps), from the three placement tables
+    planned = {n: (config, len(swaps)) for n, (config, swaps) in EXPECTED.items()}
+    planned |= {n: (config, len(swaps)) for n, (config, swaps) in test_zoo_conv.EXPECTED.items()}
+    planned |= {n: (c, len(swaps)) for n, (c, _, swaps) in test_zoo_attention.PLACEMENTS.items()}
+    for name, (config, count) in planned.items():
+        cells = rows[name]
+        assert (cells[1], cells[3]) == (config, str(count)), name
+        assert re.fullmatch(r"[\d.]+[kMG] -> [\d.]+[kMG]", cells[4]), name
+        assert re.fullmatch(r"[\d.]+[kMG] -> [\d.]+[kMG] \([\d.]+x\)", cells[5]), name
+    for name in UNSUPPORTED:
+        assert rows[name][3] == "0" and "unsupported" in rows[name][2], name
