@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from timm.models.convmixer import ConvMixer
+from zoo_testkit import check_gradients, check_readme_row, one_training_step, parc_params
 
 import parc_surgery as ps
-from parc_surgery.ops import ParC
 from parc_surgery.pipeline import plan_conversion
 from parc_surgery.rules.loading import default_rules_for
 
@@ -68,6 +68,7 @@ def test_dry_run_places_swaps_per_stage(name):
     assert default_rules_for(name, planned.model) == config
     placed = {(s.path, s.stage, s.index) for s in planned.plan.swaps}
     assert placed == expected
+    check_readme_row(name, planned.plan)
 
 
 # Small instances: fewer blocks or narrower where timm takes the args, at 64 px.
@@ -83,42 +84,6 @@ SMALL = {
     "dpn68": {},
     "torchvision:regnet_y_400mf": {},
 }
-
-
-def parc_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for m in model.modules() if isinstance(m, ParC) for p in m.parameters()]
-
-
-def one_training_step(model: torch.nn.Module, size: tuple[int, int]) -> None:
-    """One SGD step on a cross-entropy loss, as training starts.
-
-    Several families zero-initialise the last layer of each residual branch, so at init
-    every gradient inside the branch (the ParC pair's included) is exactly zero, in the
-    original model as in the converted one: timm's ResNet-style zero_init_last (the last
-    BatchNorm's weight: res2net50_26w_4s, cspresnet50), NFNet's last conv (its gain is
-    initialised to 0), and torchvision's VisionTransformer its classifier (heads.head:
-    the logits are 0 whatever the input). These are init artefacts, no dead parameters:
-    the zeroed layer's own gradient is not zero, so the first step moves it, and from then
-    on every ParC parameter gets a gradient. Taking the step for every family keeps the
-    check the same for each.
-    """
-    model.train()
-    step = torch.optim.SGD(model.parameters(), lr=0.1)
-    logits = model(torch.randn(2, 3, *size))
-    torch.nn.functional.cross_entropy(logits, torch.tensor([1, 2])).backward()
-    step.step()
-    model.zero_grad(set_to_none=True)
-
-
-def check_gradients(model: torch.nn.Module, x: torch.Tensor) -> None:
-    """A train-mode backward reaches every ParC parameter with a finite, nonzero grad."""
-    parc = parc_params(model)
-    model.train()
-    model(x).square().mean().backward()
-    dead = [i for i, p in enumerate(parc) if p.grad is None or not p.grad.abs().sum() > 0]
-    assert not dead, (tuple(x.shape[2:]), dead)
-    assert all(torch.isfinite(p.grad).all() for p in parc), tuple(x.shape[2:])
-    model.zero_grad(set_to_none=True)
 
 
 def _check_sound(model: torch.nn.Module, loaded: torch.nn.Module) -> None:

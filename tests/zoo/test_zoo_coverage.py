@@ -9,7 +9,6 @@ three together cover the whole list.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import test_zoo_attention  # noqa: E402  (pytest puts tests/zoo on the path)
@@ -32,6 +31,13 @@ from timm.models.pit import PoolingVisionTransformer
 from torch import nn
 from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.models.vision_transformer import VisionTransformer
+from zoo_testkit import (
+    check_gradients,
+    check_readme_row,
+    one_training_step,
+    parc_params,
+    readme_table,
+)
 
 import parc_surgery as ps
 from parc_surgery.blocks.unsupported import unsupported_reasons
@@ -121,6 +127,7 @@ def test_dry_run_plans_swaps_at_the_expected_places(name):
     assert planned.plan.rules_source == f"shipped:{config}"
     assert [s.path for s in planned.plan.swaps] == expected
     assert all(s.stage >= 1 for s in planned.plan.swaps)
+    check_readme_row(name, planned.plan)
 
 
 def test_levit_plans_nothing_and_inspect_says_why():
@@ -262,36 +269,23 @@ def test_small_instance_converts_reloads_runs_and_trains(family, tmp_path):
     x = torch.randn(2, 3, *sizes[0])
     with torch.no_grad():
         assert torch.equal(model.eval()(x), ps.load(out, model=seeded()).eval()(x))
-    assert len(test_zoo_conv.parc_params(model)) >= 2 * len(expected)
+    assert len(parc_params(model)) >= 2 * len(expected)
     # One step first: torchvision's ViT zero-initialises its classifier (see the helper).
-    test_zoo_conv.one_training_step(model, sizes[0])
+    one_training_step(model, sizes[0])
     for size in sizes:
         x = torch.randn(2, 3, *size)
         with torch.no_grad():
             y = model.eval()(x)
         assert y.shape == (2, 10) and torch.isfinite(y).all(), size
-        test_zoo_conv.check_gradients(model, x)
+        check_gradients(model, x)
     if len(sizes) == 1:  # a fixed position embedding: the original runs at one size only
         bigger = torch.randn(1, 3, sizes[0][0] + 32, sizes[0][1] + 32)
         with pytest.raises((RuntimeError, AssertionError, ValueError)):
             seeded().eval()(bigger)
 
 
-def _readme_table() -> dict[str, list[str]]:
-    """{model name: its row's cells} of the README's model table."""
-    text = (Path(__file__).parents[2] / "README.md").read_text()
-    table = text.split("### Model table", 1)[1].split("\n#", 1)[0]
-    rows = {}
-    for line in table.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| `"):
-            for name in re.findall(r"`([^`]+)`", cells[0]):
-                rows[name] = cells
-    return rows
-
-
 def test_the_readme_model_table_has_a_row_per_model_of_the_issue_with_its_swaps():
-    rows = _readme_table()
+    rows = readme_table()
     assert sorted(ISSUE_MODELS - set(rows)) == []
     # model -> (shipped config, planned swaps), from the three placement tables
     planned = {n: (config, len(swaps)) for n, (config, swaps) in EXPECTED.items()}
