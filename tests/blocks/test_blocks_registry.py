@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from blocks_testkit import context
@@ -44,6 +46,11 @@ def test_known_replacements_are_exactly_the_builtin_registered_ones():
     }
     assert sorted(KNOWN_REPLACEMENTS) == sorted(builtin)
     assert len(set(KNOWN_REPLACEMENTS)) == len(KNOWN_REPLACEMENTS)
+    # and the README's rules reference names each
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    reference = readme.split("## Rules reference", 1)[1].split("\n## ", 1)[0]
+    paragraph = reference.split("Replacements: ", 1)[1].split("\n\n", 1)[0]
+    assert [n for n in KNOWN_REPLACEMENTS if f"`{n}`" not in paragraph] == []
 
 
 def test_unknown_replacement_lists_names():
