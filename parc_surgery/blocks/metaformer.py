@@ -1,7 +1,10 @@
 """ParC for timm's MetaFormer blocks (PoolFormer V1 / V2, ConvFormer, CAFormer).
 
 A `MetaFormerBlock` is norm1 -> token mixer -> residual, then norm2 -> MLP -> residual,
-on an NCHW map, with optional layer scale and residual scale. The token mixer is the
+on an NCHW map, with optional layer scale and residual scale; in an attention stage
+(CAFormer's stages 3 and 4) the stage hands its blocks (B, H*W, C) tokens instead, and
+the ParC block lays them out as the grid (blocks.vit.token_grid: the conversion grid,
+or any grid of its aspect ratio) for the mixer. The token mixer is the
 part a MetaFormer plugs in (PoolFormer's pooling, `pool(x) - x`; ConvFormer's separable
 conv; CAFormer's attention), so it is the part ParC replaces: the mixer becomes ParC-Net's
 spatial mixer (blocks.parc_mixer) on the block's map, with pe before the norm (PARC.md
@@ -20,10 +23,11 @@ from torch import nn
 
 from parc_surgery.ops.fx_leaf import fx_leaf
 
+from .attention_zoo import _mix_tokens
 from .local_conv import global_kernel_size, require_type
 from .parc_mixer import ParCSpatialMixer
 from .registry import ReplacementContext, ReplacementError, register_replacement
-from .vit import refuse_init_from_local
+from .vit import refuse_init_from_local, token_grid
 
 __all__ = ["ParCMetaFormerMixerBlock", "build_parc_metaformer"]
 
@@ -44,16 +48,22 @@ _KEPT = (
 
 @fx_leaf
 class ParCMetaFormerMixerBlock(nn.Module):
-    """MetaFormerBlock with the ParC spatial mixer as its token mixer: (B, C, H, W) -> same."""
+    """MetaFormerBlock with the ParC spatial mixer as its token mixer: (B, C, H, W) -> same,
+    or (B, H*W, C) tokens of a grid of `grid_size`'s aspect ratio -> same."""
 
-    def __init__(self, block: nn.Module, mixer: ParCSpatialMixer):
+    def __init__(self, block: nn.Module, mixer: ParCSpatialMixer, grid_size: tuple[int, int]):
         super().__init__()
         for name in _KEPT:
             setattr(self, name, copy.deepcopy(getattr(block, name)))
         self.mixer = mixer
+        self.grid_size = tuple(grid_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.mixer(self.norm1(self.mixer.add_pe(x)))
+        if x.dim() == 3:  # an attention stage's tokens
+            hw = token_grid(x.shape[1], self.grid_size)
+            y = _mix_tokens(self.mixer, self.norm1, x, hw)
+        else:
+            y = self.mixer(self.norm1(self.mixer.add_pe(x)))
         x = self.res_scale1(x) + self.layer_scale1(self.drop_path1(y))
         return self.res_scale2(x) + self.layer_scale2(self.drop_path2(self.mlp(self.norm2(x))))
 
@@ -77,6 +87,6 @@ def build_parc_metaformer(module: nn.Module, ctx: ReplacementContext) -> nn.Modu
         )
     refuse_init_from_local(ctx, f"a MetaFormer {type(module.token_mixer).__name__} token mixer")
     mixer = ParCSpatialMixer(_channels(module), global_kernel_size(ctx), ctx.pe, ctx.impl)
-    new = ParCMetaFormerMixerBlock(module, mixer)
+    new = ParCMetaFormerMixerBlock(module, mixer, ctx.feature_size)
     ref = next(module.parameters())
     return new.to(device=ref.device, dtype=ref.dtype).train(module.training)

@@ -38,21 +38,29 @@ __all__ = [
 
 IMPLS = IMPL_CHOICES
 
-# The built-in replacements; used only while the registry is still empty.
+# The built-in replacements (every builder registered in parc_surgery.blocks, kept equal by
+# tests/blocks/test_blocks_registry.py); used only while the registry is still empty.
 KNOWN_REPLACEMENTS = (
     "parc_bottleneck",
+    "parc_cait",
+    "parc_coatnet",
     "parc_conv",
     "parc_conv_block",
     "parc_convnext",
     "parc_dwconv",
     "parc_efficientformer",
     "parc_inverted_residual",
+    "parc_maxvit",
+    "parc_metaformer",
     "parc_mobilevit",
-    "parcnet_s_block",
     "parc_mobilevitv2",
     "parc_regnet",
     "parc_swin",
+    "parc_twins",
     "parc_vit",
+    "parcnet_h_block",
+    "parcnet_s_block",
+    "parcnet_xs_block",
 )
 
 _SLICE = re.compile(r"^\s*(-?\d+)?\s*:\s*(-?\d+)?\s*$")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from blocks_testkit import context
@@ -16,6 +18,7 @@ from parc_surgery.blocks import (
 )
 from parc_surgery.errors import RulesError, UsageError
 from parc_surgery.options import SwapOptions
+from parc_surgery.rules.schema import KNOWN_REPLACEMENTS
 
 
 def test_builtin_replacements_registered():
@@ -31,6 +34,23 @@ def test_builtin_replacements_registered():
     assert r.level == "block" and r.description
     assert r.can_replace(type("InvertedResidual", (nn.Module,), {})())
     assert not r.can_replace(nn.Conv2d(2, 2, 1))
+
+
+def test_known_replacements_are_exactly_the_builtin_registered_ones():
+    # Tests may register their own replacements: the built-in ones are those whose
+    # builders live in the package.
+    builtin = {
+        name
+        for name in replacement_names()
+        if any(b.__module__.startswith("parc_surgery.") for _, b in get_replacement(name).builders)
+    }
+    assert sorted(KNOWN_REPLACEMENTS) == sorted(builtin)
+    assert len(set(KNOWN_REPLACEMENTS)) == len(KNOWN_REPLACEMENTS)
+    # and the README's rules reference names each
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    reference = readme.split("## Rules reference", 1)[1].split("\n## ", 1)[0]
+    paragraph = reference.split("Replacements: ", 1)[1].split("\n\n", 1)[0]
+    assert [n for n in KNOWN_REPLACEMENTS if f"`{n}`" not in paragraph] == []
 
 
 def test_unknown_replacement_lists_names():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import timm
 import torch
+from zoo_testkit import check_readme_row
 
 import parc_surgery as ps
 from parc_surgery.blocks import ParCSpatialMixer, ReplacementError, build_replacement
@@ -60,6 +61,8 @@ def test_default_rules_place_parc_in_the_last_part_of_the_deep_stages(name):
     for swap in planned.plan.swaps:
         assert swap.options.pe == (firsts[swap.container] == swap.path), swap.path
     assert planned.plan.params_total_after < planned.plan.params_total_before
+    if size is None:  # the README's row is the dry run at the default size
+        check_readme_row(name, planned.plan)
 
 
 # Small instances: model args, the sizes they run at (CaiT's learned position embedding

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from timm.models.convmixer import ConvMixer
+from zoo_testkit import check_gradients, check_readme_row, one_training_step, parc_params
 
 import parc_surgery as ps
-from parc_surgery.ops import ParC
 from parc_surgery.pipeline import plan_conversion
 from parc_surgery.rules.loading import default_rules_for
 
@@ -68,6 +68,7 @@ def test_dry_run_places_swaps_per_stage(name):
     assert default_rules_for(name, planned.model) == config
     placed = {(s.path, s.stage, s.index) for s in planned.plan.swaps}
     assert placed == expected
+    check_readme_row(name, planned.plan)
 
 
 # Small instances: fewer blocks or narrower where timm takes the args, at 64 px.
@@ -85,25 +86,17 @@ SMALL = {
 }
 
 
-def _parc_params(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for m in model.modules() if isinstance(m, ParC) for p in m.parameters()]
-
-
 def _check_sound(model: torch.nn.Module, loaded: torch.nn.Module) -> None:
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(model.eval()(x), loaded.eval()(x))
-    parc = _parc_params(model)
-    assert parc
+    assert parc_params(model)
+    one_training_step(model, (64, 64))
     for size in ((64, 64), (96, 96)):
         x = torch.randn(2, 3, *size)
         with torch.no_grad():
             assert torch.isfinite(model.eval()(x)).all(), size
-        model.train()
-        model(x).square().mean().backward()
-        # A bias right before a BatchNorm gets an exact zero: not None and finite is the test.
-        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in parc), size
-        model.zero_grad(set_to_none=True)
+        check_gradients(model, x)
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
@@ -111,7 +104,7 @@ def test_small_instance_converts_reloads_and_trains(tmp_path, name):
     out = tmp_path / "m.safetensors"
     result = ps.convert(name, model_args=SMALL[name], input_size=(64, 64), output=str(out))
     assert result.plan.swaps and result.verification.blocks_checked == len(result.plan.swaps)
-    assert len(_parc_params(result.model)) >= 2 * len(result.plan.swaps)
+    assert len(parc_params(result.model)) >= 2 * len(result.plan.swaps)
     _check_sound(result.model, ps.load(out))
 
 
