@@ -1,5 +1,5 @@
 """The long-range benchmark's parts, by behaviour: the gated distillation term, the task's
-premise (no unit of the original sees both far bars; near bars touch), the labels, and the
+premise (no unit of the original sees both far tiles; near tiles touch), the labels, and the
 docs section bench_longrange.py renders."""
 
 from __future__ import annotations
@@ -56,40 +56,43 @@ def test_an_unknown_gate_is_a_usage_error():
         TrainConfig(distill_gate="sometimes")
 
 
-def test_far_bars_lie_beyond_the_originals_receptive_field_and_near_bars_touch():
+def test_far_tiles_lie_beyond_the_originals_receptive_field_and_near_tiles_touch():
     bench = _bench()
     field = bench.receptive_field()
-    assert 100 < field < 448  # the far bars' smallest distance apart
+    assert 100 < field < 447  # the far tiles' smallest distance apart
     rng = np.random.default_rng(0)
     for task in ("far", "near"):
         labels = []
         for _ in range(200):
             pixels, label = bench.strip(rng, task)
-            assert pixels.shape == (bench.H, bench.W)
-            columns = np.flatnonzero(pixels.max(0) > 0)
-            gaps = np.diff(columns)
-            inner = gaps.max() - 1 if len(gaps) else 0
+            assert pixels.shape == (bench.H, bench.W, 3)
+            columns = np.flatnonzero(pixels.max((0, 2)) > 0)
+            assert len(columns) == 2 * bench.TILE  # two whole tiles, nothing else
+            inner = np.diff(columns).max() - 1
             if task == "far":
-                assert inner >= 448 - 2 * (bench.TILE - 8)  # bars are >= 8 px long
+                assert inner >= 447
                 assert columns.min() >= 8 and columns.max() < bench.W - 8
             else:
-                assert columns.max() - columns.min() < 2 * bench.TILE
+                assert inner == 0  # side by side
             labels.append(label)
         assert 0.4 < labels.count("same") / len(labels) < 0.6
 
 
-def test_the_label_is_whether_the_two_bars_agree():
+def test_the_label_is_whether_the_two_tiles_share_a_colour():
     bench = _bench()
     rng = np.random.default_rng(3)
+    seen = set()
     for _ in range(50):
-        pixels, label = bench.strip(rng, "far")
-        halves = (pixels[:, : bench.W // 2], pixels[:, bench.W // 2 :])
-        kinds = []
-        for half in halves:
-            rows = np.flatnonzero(half.max(1) > 0)
-            cols = np.flatnonzero(half.max(0) > 0)
-            kinds.append("h" if len(cols) > len(rows) else "v")
-        assert label == ("same" if kinds[0] == kinds[1] else "different")
+        pixels, label = bench.strip(rng, "near")
+        columns = np.flatnonzero(pixels.max((0, 2)) > 0)
+        colours = []
+        for tile in (columns[: bench.TILE], columns[bench.TILE :]):
+            lit = pixels[:, tile].reshape(-1, 3).max(0)
+            assert lit[2] == 0 and (lit[0] == 0) != (lit[1] == 0)  # red or green, not both
+            colours.append("red" if lit[0] else "green")
+        assert label == ("same" if colours[0] == colours[1] else "different")
+        seen.add(tuple(colours))
+    assert len(seen) == 4  # every pairing occurs
 
 
 def test_the_docs_section_has_mean_range_and_the_verdict_per_task():
