@@ -49,6 +49,33 @@ def test_importing_parc_surgery_registers_the_published_networks_with_timm():
     assert alone.stdout.strip() == "False"
 
 
+def test_a_plain_conversion_keeps_the_source_head_dropout_as_the_readme_says():
+    # The official 0.2 comes with the timm parc_* models and import-official, not with a
+    # conversion of timm's mobilenetv2_100 (drop_rate 0.0), unless asked for.
+    from pathlib import Path
+
+    import timm
+
+    from parc_surgery.official import ARCHS
+    from parc_surgery.pipeline import plan_conversion
+
+    plain = plan_conversion("mobilenetv2_100", input_size=SIZE)
+    assert plain.model.drop_rate == 0.0 and "drop_rate" not in plain.plan.model_args
+    asked = plan_conversion("mobilenetv2_100", input_size=SIZE, model_args={"drop_rate": 0.2})
+    assert asked.model.drop_rate == 0.2
+    assert timm.create_model("parc_mobilenetv2_100").drop_rate == 0.2
+    assert ARCHS["parc-mobilenetv2"].model_args["drop_rate"] == 0.2
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    for said in (
+        "a conversion keeps the source model's own head dropout (`parc-convert mobilenetv2_100`"
+        " has timm's `drop_rate` 0.0)",
+        '`timm.create_model("parc_mobilenetv2_100")`',
+        "`import-official --arch`",
+        "`--model-arg drop_rate=0.2`",
+    ):
+        assert said in readme, said
+
+
 @pytest.mark.parametrize(
     "name, base, params, drop_rate, size",
     [
