@@ -243,7 +243,11 @@ def test_save_pretrained_card_shows_training_numbers(converted, tmp_path):
     training = {"metrics": {"after_finetune": {"top1": 99.44, "top5": 100.0, "loss": 0.02}}}
     tuned = tmp_path / "tuned.safetensors"
     ps.save(model, plan, tuned, training=training)
-    hub.save_pretrained(tuned, tmp_path / "tuned")
+    summary = hub.save_pretrained(tuned, tmp_path / "tuned")  # save-pretrained's JSON
+    from readme_testkit import json_keys
+
+    assert set(summary) <= json_keys("save-pretrained")
+    assert sorted(summary["files"]) == ["README.md", "config.json", "model.safetensors"]
     card = (tmp_path / "tuned" / "README.md").read_text()
     assert "| after_finetune | 99.44% | 100.00% | 0.0200 |" in card
 
