@@ -327,8 +327,17 @@ def test_the_journey_states_its_measured_times_and_the_machine():
     assert stated is not None and (int(stated[1]), stated[2]) == (warm, epochs)
     section = text.split("## Recover accuracy", 1)[1].split("\n## ", 1)[0]
     assert f"(`--warm-start-epochs`, default {warm}" in section
-    if warm == 0:
+    if warm == 0:  # nothing says the warm start runs unless asked for
         assert "no warm start by default" in section
+        (row,) = [line for line in text.splitlines() if line.startswith("| `parc-surgery finetune")]
+        assert "optional block-wise warm start (off by default)" in row
+        from typer.testing import CliRunner
+
+        from parc_surgery.cli import app
+
+        help_text = CliRunner().invoke(app, ["finetune", "--help"], terminal_width=200).stdout
+        assert "after an optional warm start" in help_text
+        assert "--warm-start-epochs, default 0: off" in " ".join(help_text.split())
     quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "about four minutes" not in quick_start  # the suite takes over ten on 2 cores
     assert "2-core" in quick_start
