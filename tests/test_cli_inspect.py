@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from readme_testkit import json_keys
 from typer.testing import CliRunner
 
 from parc_surgery.cli import app
@@ -24,6 +25,22 @@ def test_inspect_lists_stages_containers_and_shipped_matches():
         "layer3.5",
         "layer4.2",
     ]
+
+
+def test_inspect_and_rules_list_json_have_the_keys_the_readme_documents():
+    result = runner.invoke(app, ["inspect", "resnet18", "--input-size", "64", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    documented = json_keys("Inspect")
+    assert set(data) <= documented, set(data) - documented
+    for stage in data["stages"]:
+        assert set(stage) <= documented
+        for container in stage["containers"]:
+            assert set(container) <= documented
+    for found in data["shipped_rules"].values():
+        assert set(found) <= documented
+    listed = json.loads(runner.invoke(app, ["rules", "list", "-f", "json"]).stdout)
+    assert {key for entry in listed.values() for key in entry} <= json_keys("rules list")
 
 
 def test_inspect_table_names_the_default_rules():
@@ -75,5 +92,6 @@ def test_inspect_lists_the_attention_blocks_it_can_convert():
         ("blocks.1", "parc_vit"),
     ]
     assert data["shipped_rules"]["vit"]["matches"] == ["blocks.0", "blocks.1"]
+    assert {key for found in data["attention"] for key in found} <= json_keys("Inspect")
     table = runner.invoke(app, command)
     assert "attention (what converts it to ParC)" in table.stdout and "parc_vit" in table.stdout

@@ -15,11 +15,18 @@ from parc_surgery.cli import app
 runner = CliRunner()
 
 WRITING = ["convert", "erf", "export", "cam", "finetune"]
-COMPUTING = ["convert", "erf", "bench", "export", "cam", "eval", "finetune"]
+# Every command builds or runs a model, so takes --threads, except these, which only read
+# and write files (rules list prints names; save-pretrained and export-official re-save
+# a checkpoint's tensors). A new command is in neither list until someone decides.
+NOT_COMPUTING = {"rules list", "save-pretrained", "export-official"}
+COMPUTING = [
+    "convert", "erf", "bench", "export", "batch", "cam", "inspect", "import-official",
+    "eval", "finetune", "train", "rules validate",
+]  # fmt: skip
 
 
 def _help(command: str) -> str:
-    result = runner.invoke(app, [command, "--help"], terminal_width=200)
+    result = runner.invoke(app, [*command.split(), "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
     return result.stdout
 
@@ -30,8 +37,38 @@ def test_every_command_that_writes_a_file_takes_dash_o_and_output(command):
     assert "-o, --output" in text
 
 
+def _commands() -> dict[str, object]:
+    """Every leaf command by its full name ("rules validate"), as click has it."""
+    import typer.main
+
+    found = {}
+
+    def walk(command, names):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                walk(sub, [*names, name])
+        else:
+            found[" ".join(names)] = command
+
+    walk(typer.main.get_command(app), [])
+    return found
+
+
+def test_every_command_is_either_computing_or_not():
+    assert set(_commands()) == set(COMPUTING) | NOT_COMPUTING
+
+
 @pytest.mark.parametrize("command", COMPUTING)
 def test_every_command_that_computes_takes_threads(command):
+    # click's real parameter, declared by the shared alias (its help text), not prose.
+    from typing import get_args
+
+    from parc_surgery.cli.options import ThreadsOpt
+
+    params = [p for p in _commands()[command].params if "--threads" in p.opts]
+    assert len(params) == 1, f"{command} has no --threads"
+    assert params[0].opts == ["--threads"] and not params[0].hidden
+    assert params[0].help == get_args(ThreadsOpt)[1].help
     assert "--threads" in _help(command)
 
 
@@ -66,9 +103,34 @@ def test_version_and_shell_completion():
     assert "--install-completion" in top and "--show-completion" in top
 
 
-def test_threads_below_one_is_a_usage_error():
-    result = runner.invoke(app, ["convert", "resnet18", "--dry-run", "--threads", "0"])
-    assert result.exit_code == 2
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["convert", "resnet18", "--dry-run"],
+        ["inspect", "resnet18"],
+        ["batch", "jobs.yaml"],
+        ["rules", "validate", "default", "--model", "resnet18"],
+        ["import-official", "parc.pt", "--arch", "parcnet-s", "-o", "x.safetensors"],
+    ],
+)
+def test_threads_below_one_is_a_usage_error(args):
+    result = runner.invoke(app, [*args, "--threads", "0"])
+    assert result.exit_code == 2, result.output
+    assert "--threads must be at least 1" in result.output
+
+
+def test_inspect_and_batch_run_on_the_threads_asked_for(monkeypatch, tmp_path):
+    import torch
+
+    asked = []
+    monkeypatch.setattr(torch, "set_num_threads", asked.append)
+    result = runner.invoke(app, ["inspect", "resnet18", "--input-size", "64", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    jobs = tmp_path / "jobs.yaml"
+    jobs.write_text("jobs:\n  - {model: test_convnext, input_size: 32}\n")
+    result = runner.invoke(app, ["batch", str(jobs), "--threads", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    assert asked == [1, 2]
 
 
 def _convert(tmp_path, name: str, *extra: str):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +88,46 @@ def test_the_readme_says_which_setuptools_a_no_build_isolation_install_needs():
     quick_start = (ROOT / "README.md").read_text().split("## Quick start", 1)[1].split("\n## ")[0]
     assert "--no-build-isolation" in quick_start
     assert f'"{setuptools}"' in quick_start
+
+
+_METADATA = """
+import setuptools.build_meta as backend
+print(backend.prepare_metadata_for_build_wheel("dist"))
+"""
+
+
+def test_building_the_package_metadata_prints_no_warning(tmp_path):
+    # What `pip install .` runs first, offline, in a copy (no egg-info in the checkout):
+    # a deprecated license table or "License ::" classifier is a warning on every build.
+    import shutil
+    import subprocess
+    import sys
+
+    pytest.importorskip("setuptools.build_meta", reason="no build backend")
+    import setuptools
+
+    major = int(setuptools.__version__.split(".")[0])
+    if major < 77:
+        pytest.skip(f"setuptools {major} cannot read the SPDX license string (needs >= 77)")
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    for name in ("parc_surgery", "configs"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "dist").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-W", "always", "-c", _METADATA],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert not [
+        line for line in output.splitlines() if "warning" in line.lower() or "deprecat" in line
+    ], output
+    (info,) = (tmp_path / "dist").glob("parc_surgery-*.dist-info")
+    metadata = (info / "METADATA").read_text()
+    assert "License-Expression: Apache-2.0" in metadata
+    assert "License-File: LICENSE" in metadata
+    assert "Project-URL: timm," in metadata

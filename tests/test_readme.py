@@ -220,6 +220,57 @@ def test_the_python_and_hub_blocks_run_as_written(tmp_path, monkeypatch):
     exec(_block_with('"local-dir:'), namespace)
     assert isinstance(namespace["model"], timm.models.ResNet)
     assert sum(p.numel() for p in namespace["model"].parameters()) == 23_737_640
+    _the_hf_upload_line_pushes_the_folder_save_pretrained_wrote(hub, tmp_path, monkeypatch)
+
+
+def _the_hf_upload_line_pushes_the_folder_save_pretrained_wrote(hub, tmp_path, monkeypatch):
+    # `hf upload REPO_ID LOCAL_PATH`: LOCAL_PATH is save-pretrained's DIR, which holds the
+    # three files the README names and nothing else; huggingface_hub's own CLI, when
+    # installed, parses the line as that (its network calls recorded, none made).
+    import shlex
+    import socket
+    import sys
+    import types
+
+    save = shlex.split(hub[0], comments=True)
+    upload = shlex.split(hub[1], comments=True)
+    folder = save[3]
+    assert upload[:2] == ["hf", "upload"] and len(upload) == 4, upload
+    assert upload[3] == folder and re.fullmatch(r"[\w.-]+/[\w.-]+", upload[2])
+    assert upload[2].endswith(f"/{Path(folder).name}")
+    on_disk = sorted(p.name for p in (tmp_path / folder).iterdir())
+    assert on_disk == ["README.md", "config.json", "model.safetensors"]
+    readme = (ROOT / "README.md").read_text()
+    prose = readme.split("save-pretrained CHECKPOINT DIR` writes the folder", 1)[1]
+    prose = prose.split("```", 1)[0]
+    assert all(f"`{name}`" in prose for name in on_disk), prose
+    try:
+        import huggingface_hub
+        from huggingface_hub.cli.hf import main
+    except ImportError:
+        return  # no `hf` CLI here (huggingface_hub < 0.34)
+    calls = []
+
+    def record(name):
+        def call(self, *args, **kwargs):
+            calls.append((name, kwargs))
+            return types.SimpleNamespace(repo_id=kwargs.get("repo_id"), url="", commit_url="")
+
+        return call
+
+    def offline(*args, **kwargs):
+        raise AssertionError("hf upload reached for the network")
+
+    for name in ("create_repo", "upload_folder", "upload_file", "upload_large_folder"):
+        monkeypatch.setattr(huggingface_hub.HfApi, name, record(name), raising=False)
+    monkeypatch.setattr(socket, "create_connection", offline)
+    monkeypatch.setattr(sys, "argv", upload)
+    with contextlib.suppress(SystemExit):
+        main()
+    uploads = [kwargs for name, kwargs in calls if name == "upload_folder"]
+    assert len(uploads) == 1, calls
+    assert uploads[0]["folder_path"] == folder and uploads[0]["repo_id"] == upload[2]
+    assert uploads[0].get("repo_type") in (None, "model")
 
 
 def test_the_official_weights_block_runs_on_files_of_the_official_layout(tmp_path, monkeypatch):
@@ -276,8 +327,17 @@ def test_the_journey_states_its_measured_times_and_the_machine():
     assert stated is not None and (int(stated[1]), stated[2]) == (warm, epochs)
     section = text.split("## Recover accuracy", 1)[1].split("\n## ", 1)[0]
     assert f"(`--warm-start-epochs`, default {warm}" in section
-    if warm == 0:
+    if warm == 0:  # nothing says the warm start runs unless asked for
         assert "no warm start by default" in section
+        (row,) = [line for line in text.splitlines() if line.startswith("| `parc-surgery finetune")]
+        assert "optional block-wise warm start (off by default)" in row
+        from typer.testing import CliRunner
+
+        from parc_surgery.cli import app
+
+        help_text = CliRunner().invoke(app, ["finetune", "--help"], terminal_width=200).stdout
+        assert "after an optional warm start" in help_text
+        assert "--warm-start-epochs, default 0: off" in " ".join(help_text.split())
     quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "about four minutes" not in quick_start  # the suite takes over ten on 2 cores
     assert "2-core" in quick_start

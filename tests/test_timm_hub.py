@@ -49,6 +49,33 @@ def test_importing_parc_surgery_registers_the_published_networks_with_timm():
     assert alone.stdout.strip() == "False"
 
 
+def test_a_plain_conversion_keeps_the_source_head_dropout_as_the_readme_says():
+    # The official 0.2 comes with the timm parc_* models and import-official, not with a
+    # conversion of timm's mobilenetv2_100 (drop_rate 0.0), unless asked for.
+    from pathlib import Path
+
+    import timm
+
+    from parc_surgery.official import ARCHS
+    from parc_surgery.pipeline import plan_conversion
+
+    plain = plan_conversion("mobilenetv2_100", input_size=SIZE)
+    assert plain.model.drop_rate == 0.0 and "drop_rate" not in plain.plan.model_args
+    asked = plan_conversion("mobilenetv2_100", input_size=SIZE, model_args={"drop_rate": 0.2})
+    assert asked.model.drop_rate == 0.2
+    assert timm.create_model("parc_mobilenetv2_100").drop_rate == 0.2
+    assert ARCHS["parc-mobilenetv2"].model_args["drop_rate"] == 0.2
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    for said in (
+        "a conversion keeps the source model's own head dropout (`parc-convert mobilenetv2_100`"
+        " has timm's `drop_rate` 0.0)",
+        '`timm.create_model("parc_mobilenetv2_100")`',
+        "`import-official --arch`",
+        "`--model-arg drop_rate=0.2`",
+    ):
+        assert said in readme, said
+
+
 @pytest.mark.parametrize(
     "name, base, params, drop_rate, size",
     [
@@ -216,7 +243,11 @@ def test_save_pretrained_card_shows_training_numbers(converted, tmp_path):
     training = {"metrics": {"after_finetune": {"top1": 99.44, "top5": 100.0, "loss": 0.02}}}
     tuned = tmp_path / "tuned.safetensors"
     ps.save(model, plan, tuned, training=training)
-    hub.save_pretrained(tuned, tmp_path / "tuned")
+    summary = hub.save_pretrained(tuned, tmp_path / "tuned")  # save-pretrained's JSON
+    from readme_testkit import json_keys
+
+    assert set(summary) <= json_keys("save-pretrained")
+    assert sorted(summary["files"]) == ["README.md", "config.json", "model.safetensors"]
     card = (tmp_path / "tuned" / "README.md").read_text()
     assert "| after_finetune | 99.44% | 100.00% | 0.0200 |" in card
 

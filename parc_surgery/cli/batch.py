@@ -14,8 +14,15 @@ from rich.table import Table
 from rich.text import Text
 
 from parc_surgery.cli import app
-from parc_surgery.cli.common import EXIT_CODE_HELP, Output, handle_errors
-from parc_surgery.cli.options import AllowOutsideOpt, DataFormat, ForceOpt, FormatOpt, QuietOpt
+from parc_surgery.cli.common import EXIT_CODE_HELP, Output, handle_errors, set_threads
+from parc_surgery.cli.options import (
+    AllowOutsideOpt,
+    DataFormat,
+    ForceOpt,
+    FormatOpt,
+    QuietOpt,
+    ThreadsOpt,
+)
 from parc_surgery.errors import BatchError, printable
 from parc_surgery.files import os_error
 from parc_surgery.report import dumps, human_count
@@ -35,6 +42,7 @@ def batch_command(
     ] = None,
     allow_outside: AllowOutsideOpt = False,
     force: ForceOpt = False,
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
@@ -45,6 +53,7 @@ def batch_command(
     """
     from parc_surgery.batch import BatchInterrupted, run_batch
 
+    set_threads(threads)
     fmt = DataFormat(fmt).value
     ui = Output(quiet=quiet, fmt=fmt)
     if output_dir is not None:

@@ -15,6 +15,7 @@ from parc_surgery.cli.common import (
     handle_errors,
     parse_model_args,
     parse_size,
+    set_threads,
 )
 from parc_surgery.cli.options import (
     DataFormat,
@@ -25,6 +26,7 @@ from parc_surgery.cli.options import (
     QuietOpt,
     StagesOpt,
     StrictOpt,
+    ThreadsOpt,
 )
 from parc_surgery.errors import ParcSurgeryError
 from parc_surgery.report import dumps
@@ -102,10 +104,12 @@ def inspect_command(
     model: ModelArg,
     input_size: InputSizeOpt = None,
     model_arg: ModelArgsOpt = None,
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
     """Show a model's stages and block containers, and what each shipped rule would match."""
+    set_threads(threads)
     fmt = DataFormat(fmt).value
     ui = Output(quiet=quiet, fmt=fmt)
     overview = model_overview(model, parse_model_args(model_arg), parse_size(input_size))
@@ -197,8 +201,10 @@ def rules_validate_command(
     input_size: InputSizeOpt = None,
     model_arg: ModelArgsOpt = None,
     strict: StrictOpt = False,
+    threads: ThreadsOpt = None,
 ) -> None:
     """Check a rules file: YAML, schema, replacement names; optionally against a model."""
+    set_threads(threads)
     from parc_surgery.pipeline import plan_conversion
     from parc_surgery.rules import load_rules
 

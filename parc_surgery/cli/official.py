@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from parc_surgery.cli import app
-from parc_surgery.cli.common import EXIT_CODE_HELP, Output, handle_errors
+from parc_surgery.cli.common import EXIT_CODE_HELP, Output, handle_errors, set_threads
 from parc_surgery.cli.options import (
     ArchOpt,
     CheckpointArg,
@@ -18,6 +18,7 @@ from parc_surgery.cli.options import (
     OfficialArch,
     OutputFileOpt,
     QuietOpt,
+    ThreadsOpt,
 )
 from parc_surgery.errors import UsageError
 from parc_surgery.report import dumps
@@ -45,6 +46,7 @@ def import_official_command(
             "take the EMA weights (the published ones) or, with --no-ema, the raw ones.",
         ),
     ] = True,
+    threads: ThreadsOpt = None,
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
@@ -57,6 +59,7 @@ def import_official_command(
     """
     from parc_surgery.official import import_official
 
+    set_threads(threads)
     if arch is None:
         raise UsageError(
             "import-official needs --arch",

@@ -407,11 +407,11 @@ def finetune_command(
     fmt: FormatOpt = DataFormat.table,
     quiet: QuietOpt = False,
 ) -> None:
-    """Recover a converted checkpoint's accuracy: warm start, then distillation.
+    """Recover a converted checkpoint's accuracy: distillation, after an optional warm start.
 
-    Phase 1 (--warm-start-epochs) trains only the swapped blocks, each to reproduce its
-    original block's output from the original's input (captured from the teacher),
-    MSE. Phase 2 (--epochs) trains the whole model on cross-entropy plus KL divergence
+    Phase 1 (--warm-start-epochs, default 0: off) trains only the swapped blocks, each to
+    reproduce its original block's output from the original's input (captured from the
+    teacher), MSE. Phase 2 (--epochs) trains the whole model on cross-entropy plus KL divergence
     to the teacher's logits: AdamW, cosine schedule, gradient clipping. Each epoch ends
     with an evaluation; the phase-2 epoch best on the selection holdout (--holdout of
     the training images, never the reported --val-split) is written to --output with a

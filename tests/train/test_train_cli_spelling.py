@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from readme_testkit import json_keys
 from train_testkit import finetune_cli
 from typer.testing import CliRunner
 
@@ -23,6 +24,7 @@ def test_eval_at_another_size_than_the_checkpoints_warns(convnext, digits):
     assert other.exit_code == 0, other.output
     assert "--input-size 48x48 differs from the 64x64" in other.stderr
     assert json.loads(other.stdout)["top1"] is not None
+    assert set(json.loads(other.stdout)) <= json_keys("Eval")  # as the README documents
     same = _eval(checkpoint, digits, "--input-size", "64")
     assert same.exit_code == 0, same.output
     assert "differs" not in same.stderr
@@ -64,6 +66,9 @@ def test_train_writes_the_weights_convert_reads(tmp_path, digits):
     data = json.loads(result.stdout)
     assert data["output"] == str(weights) and data["best_epoch"] == 1
     assert 0 <= data["best"]["top1"] <= 100 and len(data["history"]) == 1
+    documented = json_keys("Train")  # the README's keys, and Eval's for an epoch's eval
+    assert set(data) | set(data["history"][0]) <= documented
+    assert set(data["best"]) <= json_keys("Eval")
     again = runner.invoke(app, args)
     assert again.exit_code == 7 and "already exists" in again.output  # nothing overwritten
     checkpoint = tmp_path / "parc.safetensors"
