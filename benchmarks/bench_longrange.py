@@ -137,8 +137,9 @@ COMMON = ["-b", "64", "-j", "0", "--threads", "1", "--crop-pct", "1.0", "--no-au
 def top1(checkpoint: Path, data: Path, *, original: bool = False) -> float:
     extra = ["--weights", str(checkpoint), *model_args()] if original else []
     source = NAME if original else str(checkpoint)
-    found = cli("eval", source, "--data", str(data), *extra, "-b", "64", "-j", "0",
-                "--threads", "1", "--crop-pct", "1.0")  # fmt: skip
+    # A timm name alone would be evaluated at its pretrained_cfg's 224x224: give the strip's size.
+    found = cli("eval", source, "--data", str(data), *extra, "--input-size", SIZE, "-b", "64",
+                "-j", "0", "--threads", "1", "--crop-pct", "1.0")  # fmt: skip
     return float(found["top1"])
 
 

@@ -110,3 +110,14 @@ def test_the_docs_section_has_mean_range_and_the_verdict_per_task():
     assert "far +30.00 (above, the ranges do not overlap)" in text
     assert "near +0.00 (a tie, the ranges overlap)" in text
     assert "10.0% -> 30.0%" in text
+
+
+def test_every_model_is_scored_at_the_strips_size(monkeypatch, tmp_path):
+    """A timm name with --weights alone is evaluated at 224x224, squashing the strip."""
+    bench = _bench()
+    calls = []
+    monkeypatch.setattr(bench, "cli", lambda *args: calls.append(args) or {"top1": 50.0})
+    bench.top1(tmp_path / "original.safetensors", tmp_path, original=True)
+    bench.top1(tmp_path / "recovered.safetensors", tmp_path)
+    for args in calls:
+        assert args[0] == "eval" and args[args.index("--input-size") + 1] == "32x544"
