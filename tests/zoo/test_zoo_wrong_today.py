@@ -191,3 +191,34 @@ def test_hrnet_parallel_branches_are_stages():
         ("stage4.0.branches.2.1", 3),
         ("stage4.0.branches.3.1", 4),
     }, placed
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("twins_pcpvt_small", "vit"),
+        ("pvt_v2_b0", "vit"),
+        ("starnet_s1", "vit"),
+        ("rdnet_tiny", "vit"),
+        ("torchvision:regnet_y_400mf", None),
+    ],
+)
+def test_inspect_lists_what_convert_plans_for_every_shipped_config(name, refused):
+    # inspect listed "would replace" on a class-name match (`vit` on these timm models,
+    # `regnet` on torchvision's RegNet) where convert then exited 2. Now every config
+    # inspect lists matches for plans exactly those swaps, and a refused one shows why.
+    from parc_surgery.cli.inspect import model_overview
+    from parc_surgery.errors import ParcSurgeryError
+
+    size = (224, 224) if name.startswith("twins") else (160, 160)
+    shipped = model_overview(name, {}, size)["shipped_rules"]
+    listed = {config: info["matches"] for config, info in shipped.items() if info["matches"]}
+    assert listed, name
+    for config, matches in listed.items():
+        assert not shipped[config].get("error"), (name, config)
+        assert _swaps(plan_conversion(name, rules=config, input_size=size)) == matches, config
+    if refused is not None:
+        assert shipped[refused]["matches"] == [] and shipped[refused]["error"], shipped[refused]
+        with pytest.raises(ParcSurgeryError) as err:
+            plan_conversion(name, rules=refused, input_size=size)
+        assert err.value.exit_code == 2
