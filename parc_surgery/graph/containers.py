@@ -6,9 +6,11 @@ containers*: all children are composite modules (not all containers themselves; 
 parameter-free layer such as a flatten may sit between them) of one spatial stage, and
 no ancestor is a block container (so `layer3.0.downsample` is not one, `layer3` is).
 `enclosing_block` maps any path to (container, index, length) of the block it is in.
-A block container's plain layers (a stage that opens with a ConvNormAct or a
-Sequential(conv, norm) to downsample, beside blocks of another class) are no block
-positions: a positional rule counts the stage's blocks only (`Containers.plain`).
+A block container's plain layers (a stage that opens with a plain 1x1 conv, a
+ConvNormAct or a Sequential(conv, norm) to downsample, beside at least two blocks of
+another class) are no block positions: a positional rule counts the stage's blocks only
+(`Containers.plain`), and the stage is its blocks' (an opening conv may still run at the
+stride before).
 
 A flat Sequential that holds a whole network (torchvision's `mobilenet_v2().features`:
 stem, 17 InvertedResiduals, head) has no block container; its blocks are grouped into
@@ -101,12 +103,16 @@ def find_containers(
             continue  # a block's own Sequential (torchvision's `block`, Xception's `stack`)
         kids = [modules[_join(path, n)] for n in names]
         composite = [k for k in kids if next(k.children(), None) is not None]
-        if not composite or not all(_is_block_or_reshape(k) for k in kids):
+        layers = {n for n, k in zip(names, kids, strict=True) if not _is_block_or_reshape(k)}
+        if not composite or (layers and not _has_blocks(kids)):
             continue  # plain layers (a stem's conv + norm) are not blocks
         if all(is_container(k) for k in kids):
             continue  # a stack of stacks: the blocks are one level down
-        stages = {stage_of.get(_join(path, n)) for n in names} - {None}
-        ran = [n for n in names if _join(path, n) in stage_of]
+        # A stage's own plain layers (a 1x1 conv opening it) may run at the stage
+        # before; the stage is its blocks'.
+        counted = [n for n in names if n not in layers]
+        stages = {stage_of.get(_join(path, n)) for n in counted} - {None}
+        ran = [n for n in counted if _join(path, n) in stage_of]
         if ran and len(stages) == 1 and all(stage_of[_join(path, n)] is not None for n in ran):
             block[path] = stages.pop()
     runs: dict[str, tuple[str, int, int]] = {}
@@ -125,20 +131,38 @@ def find_containers(
     return Containers(children, block, runs, plain)
 
 
-def _plain_layers(path: str, names: list[str], modules: dict[str, nn.Module]) -> set[str]:
-    """Children of a block container that are one conv with its norm / activation (a
-    ConvNormAct, a Sequential(conv, norm)) beside at least two blocks of one other class."""
-    kids = {_join(path, n): modules[_join(path, n)] for n in names}
+def _main_class(kids: list[nn.Module]) -> type | None:
+    """The class of at least two composite children (the blocks), the commonest one."""
     counts: dict[type, int] = {}
-    for kid in kids.values():
-        counts[type(kid)] = counts.get(type(kid), 0) + 1
+    for kid in kids:
+        if next(kid.children(), None) is not None:
+            counts[type(kid)] = counts.get(type(kid), 0) + 1
     main, most = max(counts.items(), key=lambda item: item[1], default=(None, 0))
-    if most < 2:
+    return main if most >= 2 else None
+
+
+def _has_blocks(kids: list[nn.Module]) -> bool:
+    """At least two composite children of one class: blocks, beside which a layer with
+    weights (a plain conv or norm opening a stage) is one of the stage's plain layers."""
+    return _main_class(kids) is not None
+
+
+def _plain_layers(path: str, names: list[str], modules: dict[str, nn.Module]) -> set[str]:
+    """Children of a block container beside at least two blocks of one other class that
+    are one conv with its norm / activation (a ConvNormAct, a Sequential(conv, norm)) or a
+    single layer with weights (a plain 1x1 conv, a norm)."""
+    kids = {_join(path, n): modules[_join(path, n)] for n in names}
+    main = _main_class(list(kids.values()))
+    if main is None:
         return set()
     found = set()
     for child, kid in kids.items():
-        convs = sum(isinstance(m, nn.Conv2d) for m in kid.modules())
-        if type(kid) is not main and convs == 1 and next(kid.children(), None) is not None:
+        if type(kid) is main:
+            continue
+        if next(kid.children(), None) is None:
+            if not _is_block_or_reshape(kid):
+                found.add(child)
+        elif sum(isinstance(m, nn.Conv2d) for m in kid.modules()) == 1:
             found.add(child)
     return found
 

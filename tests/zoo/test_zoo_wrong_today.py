@@ -78,29 +78,37 @@ def test_inspect_agrees_with_convert_on_a_class_name_match():
 
 
 class _Block(nn.Module):
-    def __init__(self, c):
+    def __init__(self, c, stride=1):
         super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 1)
+        self.conv1 = nn.Conv2d(c, c, 1, stride=stride)
         self.conv2 = nn.Conv2d(c, c, 3, padding=1, groups=c)
         self.bn = nn.BatchNorm2d(c)
+        self.stride = stride
 
     def forward(self, x):
-        return x + self.bn(self.conv2(self.conv1(x)))
+        y = self.bn(self.conv2(self.conv1(x)))
+        return x + y if self.stride == 1 else y
 
 
 class _Net(nn.Module):
-    """Each stage Sequential starts with a plain strided 1x1 conv, then its blocks."""
+    """Stage 1 holds only blocks; stages 2-4 each start with plain layers, then 4 blocks.
 
-    def __init__(self):
+    `opener` "conv": a plain strided 1x1 conv; "conv_bn_stride1": a 1x1 conv and a norm
+    at the stage before (the first block downsamples).
+    """
+
+    def __init__(self, opener: str = "conv"):
         super().__init__()
-        self.stem = nn.Conv2d(3, 8, 3, stride=2, padding=1)
-        widths = [8, 16, 24, 32, 48]
-        self.stages = nn.Sequential(
-            *[
-                nn.Sequential(nn.Conv2d(a, b, 1, stride=2), *[_Block(b) for _ in range(4)])
-                for a, b in zip(widths, widths[1:], strict=False)
-            ]
-        )
+        self.stem = nn.Conv2d(3, 16, 3, stride=4, padding=1)
+        widths = [16, 32, 64, 128]
+        stages = [nn.Sequential(*[_Block(16) for _ in range(4)])]
+        for a, b in zip(widths, widths[1:], strict=False):
+            if opener == "conv":
+                first = [nn.Conv2d(a, b, 1, stride=2), _Block(b)]
+            else:
+                first = [nn.Conv2d(a, b, 1), nn.BatchNorm2d(b), _Block(b, stride=2)]
+            stages.append(nn.Sequential(*first, *[_Block(b) for _ in range(3)]))
+        self.stages = nn.Sequential(*stages)
 
     def forward(self, x):
         return self.stages(self.stem(x))
@@ -145,10 +153,24 @@ def test_positional_rule_does_not_count_a_stage_opening_conv(first):
     }, placed
 
 
-def test_stage_found_whatever_its_first_child():
-    planned = plan_conversion(_Net(), rules="generic", stages=[2, 3, 4], input_size=(128, 128))
+@pytest.mark.parametrize("opener", ["conv", "conv_bn_stride1"])
+def test_stage_found_whatever_its_first_child(opener):
+    # A Sequential with a plain layer (a leaf with weights) among its children was no
+    # block container, so with stage 1 found as one, stages 2-4 were not found at all:
+    # "has no stage 2, 3, 4"; only stage 1 was planned.
+    planned = plan_conversion(_Net(opener), rules="generic", input_size=(128, 128))
     assert sorted(planned.graph.stages) == [1, 2, 3, 4]
-    assert {s.stage for s in planned.plan.swaps} == {2, 3, 4}
+    first = 1 if opener == "conv" else 2  # the child index of the stage's first block
+    placed = {(s.path, s.stage, s.index, s.container_len) for s in planned.plan.swaps}
+    assert placed == {
+        (f"stages.{k}.{first + i}.conv2", k + 1, i, 4) for k in (2, 3) for i in (2, 3)
+    }, placed
+
+    model = _Net(opener)
+    ps.parcify_(model, stages=[2, 3, 4], input_size=(128, 128))
+    parcs = [n for n, m in model.named_modules() if isinstance(m, ps.ops.ParC)]
+    assert {n.split(".")[1] for n in parcs} == {"1", "2", "3"} and len(parcs) == 12, parcs
+    model(torch.randn(1, 3, 128, 128)).sum().backward()
 
 
 def test_rexnet_last_half_is_per_stage():
@@ -169,3 +191,34 @@ def test_hrnet_parallel_branches_are_stages():
         ("stage4.0.branches.2.1", 3),
         ("stage4.0.branches.3.1", 4),
     }, placed
+
+
+@pytest.mark.parametrize(
+    ("name", "refused"),
+    [
+        ("twins_pcpvt_small", "vit"),
+        ("pvt_v2_b0", "vit"),
+        ("starnet_s1", "vit"),
+        ("rdnet_tiny", "vit"),
+        ("torchvision:regnet_y_400mf", None),
+    ],
+)
+def test_inspect_lists_what_convert_plans_for_every_shipped_config(name, refused):
+    # inspect listed "would replace" on a class-name match (`vit` on these timm models,
+    # `regnet` on torchvision's RegNet) where convert then exited 2. Now every config
+    # inspect lists matches for plans exactly those swaps, and a refused one shows why.
+    from parc_surgery.cli.inspect import model_overview
+    from parc_surgery.errors import ParcSurgeryError
+
+    size = (224, 224) if name.startswith("twins") else (160, 160)
+    shipped = model_overview(name, {}, size)["shipped_rules"]
+    listed = {config: info["matches"] for config, info in shipped.items() if info["matches"]}
+    assert listed, name
+    for config, matches in listed.items():
+        assert not shipped[config].get("error"), (name, config)
+        assert _swaps(plan_conversion(name, rules=config, input_size=size)) == matches, config
+    if refused is not None:
+        assert shipped[refused]["matches"] == [] and shipped[refused]["error"], shipped[refused]
+        with pytest.raises(ParcSurgeryError) as err:
+            plan_conversion(name, rules=refused, input_size=size)
+        assert err.value.exit_code == 2
