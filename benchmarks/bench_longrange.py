@@ -261,7 +261,10 @@ def render(rows: list[dict], epochs: int, field: int | None) -> str:
         for task in ("far", "near"):
             found = by.get((task, arm), [])
             cells.append(_stats([r["top1"] for r in found]) if found else "-")
-        seeds = sorted({r["seed"] for t in ("far", "near") for r in by.get((t, arm), [])})
+        per_task = {t: ",".join(str(s) for s in sorted({r["seed"] for r in by.get((t, arm), [])}))
+                    for t in ("far", "near")}  # fmt: skip
+        seeds = (per_task["far"] if per_task["far"] == per_task["near"]
+                 else "; ".join(f"{t} {s or '-'}" for t, s in per_task.items()))  # fmt: skip
         erf = [r["erf50"] for r in by.get(("far", arm), []) if "erf50" in r]
         erf_text = "-"
         if erf:
@@ -270,7 +273,7 @@ def render(rows: list[dict], epochs: int, field: int | None) -> str:
             erf_text = f"{100 * before:.1f}% -> {100 * after:.1f}%"
         label = f"**{arm}**" if arm == "recovered" else arm
         lines.append(f"| {label} | {cells[0]} | {cells[1]} | "
-                     f"{','.join(map(str, seeds))} | {erf_text} |")  # fmt: skip
+                     f"{seeds} | {erf_text} |")  # fmt: skip
     lines += ["", "Against the original (mean gap, and whether the seeds' ranges overlap):", ""]
     for arm in arms[1:]:
         parts = []
