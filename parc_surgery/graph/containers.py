@@ -104,7 +104,7 @@ def find_containers(
         kids = [modules[_join(path, n)] for n in names]
         composite = [k for k in kids if next(k.children(), None) is not None]
         layers = {n for n, k in zip(names, kids, strict=True) if not _is_block_or_reshape(k)}
-        if not composite or (layers and not _has_blocks(kids)):
+        if not composite or (layers and _main_class(kids) is None):
             continue  # plain layers (a stem's conv + norm) are not blocks
         if all(is_container(k) for k in kids):
             continue  # a stack of stacks: the blocks are one level down
@@ -132,19 +132,15 @@ def find_containers(
 
 
 def _main_class(kids: list[nn.Module]) -> type | None:
-    """The class of at least two composite children (the blocks), the commonest one."""
+    """The class of at least two composite children (the blocks), the commonest one;
+    beside them a layer with weights (a plain conv or norm opening a stage) is one of the
+    stage's plain layers."""
     counts: dict[type, int] = {}
     for kid in kids:
         if next(kid.children(), None) is not None:
             counts[type(kid)] = counts.get(type(kid), 0) + 1
     main, most = max(counts.items(), key=lambda item: item[1], default=(None, 0))
     return main if most >= 2 else None
-
-
-def _has_blocks(kids: list[nn.Module]) -> bool:
-    """At least two composite children of one class: blocks, beside which a layer with
-    weights (a plain conv or norm opening a stage) is one of the stage's plain layers."""
-    return _main_class(kids) is not None
 
 
 def _plain_layers(path: str, names: list[str], modules: dict[str, nn.Module]) -> set[str]:
