@@ -79,9 +79,7 @@ def test_bench_spells_the_batch_size_as_eval_and_finetune_do():
 
 def _options(command: str) -> dict[str, bool]:
     """The command's real option names (click's parameter list), each with its hidden flag."""
-    import typer.main
-
-    params = typer.main.get_command(app).commands[command].params
+    params = _commands()[command].params
     return {opt: getattr(p, "hidden", False) for p in params for opt in p.opts}
 
 
