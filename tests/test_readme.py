@@ -185,7 +185,7 @@ def _block_with(text: str) -> str:
     return next(b for _, b in _blocks_in_order() if text in b)
 
 
-def _run_line(line: str) -> None:
+def _run_line(line: str):
     import shlex
 
     from typer.testing import CliRunner
@@ -196,6 +196,7 @@ def _run_line(line: str) -> None:
     args = words[1:] if words[0] == "parc-surgery" else ["convert", *words[1:]]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, f"{line}\n{result.output}"
+    return result
 
 
 def test_the_python_and_hub_blocks_run_as_written(tmp_path, monkeypatch):
@@ -341,3 +342,47 @@ def test_the_journey_states_its_measured_times_and_the_machine():
     quick_start = text.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "about four minutes" not in quick_start  # the suite takes over ten on 2 cores
     assert "2-core" in quick_start
+
+
+def test_the_converting_other_models_block_runs_as_written(tmp_path, monkeypatch):
+    # Every line, in order, in one folder: each exits 0 and writes the file the README says
+    # (its -o, or <model>-parc.safetensors); a name collision would be exit 7.
+    from parc_surgery.models import file_stem
+
+    monkeypatch.chdir(tmp_path)
+    block = _block_with("parc-convert torchvision:mobilenet_v2")
+    lines = [line for line in block.splitlines() if line.strip()]
+    assert len(lines) >= 10
+    for line in lines:
+        _run_line(line)
+        words = line.split("#", 1)[0].split()
+        if words[0] == "parc-convert":
+            output = words[words.index("-o") + 1] if "-o" in words else (
+                f"{file_stem(words[1])}-parc.safetensors")  # fmt: skip
+            assert (tmp_path / output).is_file(), line
+
+
+def test_the_batch_block_runs_as_written(tmp_path, monkeypatch):
+    # The jobs file as printed, the weights it names made by the line below it, then the
+    # batch line: every job converts (the weights one strictly) and the report says so.
+    import json
+    import shlex
+
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "README.md").read_text()
+    jobs = re.search(r"```yaml\n(# jobs.yaml.*?)\n```", text, flags=re.S).group(1)
+    (tmp_path / "jobs.yaml").write_text(jobs)
+    make, batch = _block_with("parc-surgery batch jobs.yaml").splitlines()
+    mkdir, save = make.split(" && ")
+    assert shlex.split(mkdir)[:2] == ["mkdir", "-p"] and shlex.split(save)[:2] == ["python", "-c"]
+    (tmp_path / shlex.split(mkdir)[2]).mkdir()
+    exec(shlex.split(save)[2], {})
+    weights = [job["weights"] for job in yaml.safe_load(jobs)["jobs"] if "weights" in job]
+    assert weights and all((tmp_path / w).is_file() for w in weights)
+    command, redirect = batch.split(" > ")
+    report = json.loads(_run_line(command).stdout)  # what the redirect to report.json keeps
+    assert redirect == "report.json"
+    assert report["failed"] == 0 and len(report["jobs"]) == 3
+    assert all((tmp_path / job["output"]).is_file() for job in report["jobs"])
