@@ -6,6 +6,8 @@ import contextlib
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -386,3 +388,35 @@ def test_the_batch_block_runs_as_written(tmp_path, monkeypatch):
     assert redirect == "report.json"
     assert report["failed"] == 0 and len(report["jobs"]) == 3
     assert all((tmp_path / job["output"]).is_file() for job in report["jobs"])
+
+
+def test_the_custom_rules_block_runs_and_its_comment_is_what_inspect_prints(monkeypatch):
+    # Run from the repository root (the rules file is examples/custom_rules.yaml); the
+    # containers the comment lists are the ones inspect reports.
+    import json
+
+    monkeypatch.chdir(ROOT)
+    inspect, dry_run = _block_with("--rules examples/custom_rules.yaml").splitlines()
+    listed = re.findall(r"(blocks\.\d) \((\d+)\)", inspect.split("#", 1)[1])
+    report = json.loads(_run_line(inspect.split("#")[0] + " --format json").stdout)
+    found = {(c["path"], str(c["blocks"])) for s in report["stages"] for c in s["containers"]}
+    assert listed and set(listed) <= found, (listed, found)
+    assert "blocks.3.1" in _run_line(dry_run).output  # "from index 1 on"
+
+
+def test_the_cam_block_runs_as_written(tmp_path, monkeypatch):
+    # The two photos and the untrained MobileNetV2 are made by the block's own python lines;
+    # the conversion and the cam command then run and the figure is written.
+    import shlex
+
+    pytest.importorskip("torchcam")
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)
+    for line in _block_with("parc-surgery cam").splitlines():
+        words = shlex.split(line)
+        if words[0] == "python":
+            exec(words[2], {})
+        else:
+            _run_line(line)
+    assert {"china.jpg", "flower.jpg", "mnv2.safetensors"} <= {p.name for p in tmp_path.iterdir()}
+    assert (tmp_path / "cam.png").stat().st_size > 0
