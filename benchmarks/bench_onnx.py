@@ -206,18 +206,19 @@ def main() -> None:
         "from the shipped onnxruntime calibration). Median "
         f"({'CPU time of the one thread' if args.clock == 'cpu' else 'wall time'}) of "
         f"{args.runs} runs after {args.warmup} warm-up runs, the two sessions in "
-        "alternating rounds; spread min-max. "
+        "alternating rounds; spread min-max; the per-round ratio (each round times the two "
+        "back to back) gives the measurement's own run-to-run spread as its IQR. "
         f"{'Unfused' if args.no_fuse else 'Both models exported fused (parc_surgery.fuse)'}. "
         "Target: the deployed ratio at most the MAC ratio x 1.05. "
         f"Command: `{command}`",
         "",
         "| model | stages | ParC exported as | MAC ratio (target x1.05) | original ms "
-        "| converted ms | deployed ratio | ratio of minima | met |",
-        "|---|---|---|---:|---:|---:|---:|---:|:---:|",
+        "| converted ms | deployed ratio | ratio of minima | per-round ratio IQR | met |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for (label, name, model_args, rules, _, _, _), missing in selected(MODELS, args.only):
         if missing:
-            lines.append(f"| {missing} | | | | | | | | |")
+            lines.append(f"| {missing} | | | | | | | | | |")
             continue
         print(f"{label}: converting, exporting and timing {name} ...", flush=True)
         try:
@@ -235,18 +236,20 @@ def main() -> None:
             )
         except Exception as err:  # one model failing must not lose the run of record
             detail = f"{type(err).__name__}: {str(err).splitlines()[0][:80]}"
-            lines.append(f"| {label} (failed: {detail}) | | | | | | | | |")
+            lines.append(f"| {label} (failed: {detail}) | | | | | | | | | |")
             print(lines[-1], flush=True)
             continue
         o, c, ratio = r["original"]["latency_ms"], r["converted"]["latency_ms"], r["ratios"]
         goal = ratio["macs"] * TARGET_SLACK
         impls = ", ".join(f"{n} {k}" for k, n in r["impls"].items())
         met = "yes" if ratio["latency"] <= goal and ratio["latency_min"] <= goal else "no"
+        rounds = ratio["latency_rounds"]
         lines.append(
             f"| {label} | {pair.stages_label} | {impls} | {ratio['macs']:.3f} ({goal:.3f}) "
             f"| {o['median']:.2f} ({o['min']:.2f}-{o['max']:.2f}) "
             f"| {c['median']:.2f} ({c['min']:.2f}-{c['max']:.2f}) "
-            f"| **{ratio['latency']:.3f}** | {ratio['latency_min']:.3f} | {met} |"
+            f"| **{ratio['latency']:.3f}** | {ratio['latency_min']:.3f} "
+            f"| {rounds['q1']:.3f}-{rounds['q3']:.3f} | {met} |"
         )
         print(lines[-1], flush=True)
     if args.int8:

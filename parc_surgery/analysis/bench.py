@@ -137,37 +137,53 @@ def time_models(
         )
 
 
-def latency_stats(seconds: list[float]) -> dict[str, float]:
-    """Median, min, max and quartiles of a list of timings, in milliseconds."""
-    ms = sorted(t * 1e3 for t in seconds)
-    if len(ms) >= 2:
-        q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive")
+def spread_stats(values: list[float]) -> dict[str, float]:
+    """Median, min, max and quartiles of a list of numbers, and how many there are."""
+    ordered = sorted(values)
+    if len(ordered) >= 2:
+        q1, _, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
     else:
-        q1 = q3 = ms[0]
+        q1 = q3 = ordered[0]
     return {
-        "median": statistics.median(ms),
-        "min": ms[0],
-        "max": ms[-1],
+        "median": statistics.median(ordered),
+        "min": ordered[0],
+        "max": ordered[-1],
         "q1": q1,
         "q3": q3,
-        "runs": len(ms),
+        "runs": len(ordered),
     }
+
+
+def latency_stats(seconds: list[float]) -> dict[str, float]:
+    """Median, min, max and quartiles of a list of timings, in milliseconds."""
+    return spread_stats([t * 1e3 for t in seconds])
 
 
 def _ratio(after: float, before: float) -> float | None:
     return after / before if before else None
 
 
-def pair_ratios(figures: dict, measure: str = "latency_ms") -> dict:
-    """converted / original of params, MACs, the median and the minimum of `measure`."""
+def pair_ratios(
+    figures: dict, measure: str = "latency_ms", times: dict[str, list[float]] | None = None
+) -> dict:
+    """converted / original of params, MACs, the median and the minimum of `measure`.
+
+    With the per-round `times` of `interleaved_times`, also `latency_rounds`: the quartiles,
+    minimum and maximum of the ratio of each round (converted / original timed back to
+    back), the measurement's own run-to-run spread.
+    """
     orig, conv = figures["original"], figures["converted"]
-    return {
+    ratios = {
         "params": _ratio(conv["params"], orig["params"]),
         "macs": _ratio(conv["macs"], orig["macs"]),
         "latency": _ratio(conv[measure]["median"], orig[measure]["median"]),
         # On a busy machine the fastest run is the one least disturbed by others.
         "latency_min": _ratio(conv[measure]["min"], orig[measure]["min"]),
     }
+    if times is not None:
+        rounds = [c / o for c, o in zip(times["converted"], times["original"], strict=True) if o]
+        ratios["latency_rounds"] = spread_stats(rounds) if rounds else None
+    return ratios
 
 
 def bench_pair(
@@ -239,5 +255,5 @@ def bench_pair(
         "runs": runs,
         "warmup": warmup,
         **figures,
-        "ratios": pair_ratios(figures),
+        "ratios": pair_ratios(figures, times=times),
     }

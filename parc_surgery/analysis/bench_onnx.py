@@ -120,5 +120,5 @@ def bench_onnx_pair(
         "runs": runs,
         "warmup": warmup,
         **figures,
-        "ratios": pair_ratios(figures),
+        "ratios": pair_ratios(figures, times=times),
     }

@@ -151,5 +151,5 @@ def bench_train_pair(
         "runs": runs,
         "warmup": warmup,
         **figures,
-        "ratios": pair_ratios(figures, "step_ms"),
+        "ratios": pair_ratios(figures, "step_ms", times),
     }

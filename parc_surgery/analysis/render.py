@@ -124,6 +124,17 @@ def bench_table(result: dict) -> Table:
         _spread(conv[key]),
         f"{ratios['latency_min']:.3f} (of the minima)",
     )
+    rounds = ratios.get("latency_rounds")
+    if rounds:
+        # Each round times both back to back: the spread of its ratio is the run-to-run
+        # spread of the measurement itself.
+        table.add_row(
+            f"per-round ratio ({rounds['runs']} rounds)",
+            "",
+            "",
+            f"IQR {rounds['q1']:.3f}-{rounds['q3']:.3f}, "
+            f"range {rounds['min']:.3f}-{rounds['max']:.3f}",
+        )
     return table
 
 

@@ -36,6 +36,20 @@ def test_latency_stats_in_milliseconds():
     assert latency_stats([0.002])["q1"] == pytest.approx(2.0)
 
 
+def test_the_ratio_spread_is_of_each_round_not_of_the_medians():
+    # Round i times both models back to back: its ratio is converted_i / original_i.
+    from parc_surgery.analysis.bench import pair_ratios
+
+    times = {"original": [1.0, 2.0, 4.0, 1.0], "converted": [0.5, 1.0, 4.0, 2.0]}
+    figures = {name: {"params": 1, "macs": 1, "latency_ms": latency_stats(t)}
+               for name, t in times.items()}  # fmt: skip
+    rounds = pair_ratios(figures, times=times)["latency_rounds"]
+    assert rounds["runs"] == 4 and rounds["min"] == 0.5 and rounds["max"] == 2.0
+    assert rounds["median"] == pytest.approx(0.75)  # of (0.5, 0.5, 1, 2)
+    assert pair_ratios(figures)["latency"] == pytest.approx(1.5 / 1.5)
+    assert "latency_rounds" not in pair_ratios(figures)
+
+
 def test_time_models_runs_each_model_the_requested_times():
     calls = {"a": 0, "b": 0}
 

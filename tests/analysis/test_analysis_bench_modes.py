@@ -93,6 +93,22 @@ def test_cli_train_and_onnx_modes_in_json():
     assert data["measure"] == "onnxruntime" and sum(data["impls"].values()) > 0
 
 
+def test_bench_onnx_states_its_own_run_to_run_spread():
+    # The JSON has the per-round ratio's spread over every round; the table says it too.
+    from readme_testkit import json_keys
+
+    result = _bench("--onnx", "--runs", "5", "--warmup", "0", "--threads", "1", "-f", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    rounds = data["ratios"]["latency_rounds"]
+    assert rounds["runs"] == 5 and rounds["min"] <= rounds["q1"] <= rounds["median"]
+    assert rounds["median"] <= rounds["q3"] <= rounds["max"]
+    assert set(data["ratios"]) | set(rounds) <= json_keys("bench")  # as the README says
+    table = _bench("--onnx", "--runs", "3", "--warmup", "0", "--threads", "1")
+    assert table.exit_code == 0, table.output
+    assert "per-round ratio (3 rounds)" in " ".join(table.output.split())
+
+
 @pytest.mark.parametrize(
     "args,fragment",
     [
