@@ -35,7 +35,7 @@ from parc_surgery.analysis.bench import bench_pair, using_threads
 from parc_surgery.analysis.pair import convert_pair
 from parc_surgery.report import human_count
 
-SECTION = "## Converted models (benchmarks/bench_models.py)"
+SECTION = "## Converted models, {threads}, batch {batch} (benchmarks/bench_models.py)"
 EARLY_SECTION = "## Early stages: ParC in stages 1-4 (benchmarks/bench_models.py)"
 COMPILED_SECTION = "## Compiled with torch.compile (benchmarks/bench_models.py --compile)"
 INPUT_SIZE = (224, 224)
@@ -98,6 +98,11 @@ def verdict(ratios: dict, target: float | None) -> str:
     return "minima only" if ratios["latency_min"] <= target else "no"
 
 
+def _iqr(ratios: dict) -> str:
+    rounds = ratios.get("latency_rounds")
+    return f"{rounds['q1']:.3f}-{rounds['q3']:.3f}" if rounds else "-"
+
+
 def markdown(section: str, rows: list, args, skipped: list[str]) -> str:
     """One section: how it was measured, then one row per model."""
     compiled = ", both models compiled (inductor, frozen weights)" if args.compile else ""
@@ -111,7 +116,9 @@ def markdown(section: str, rows: list, args, skipped: list[str]) -> str:
         f"Latency ({_CLOCK_WORDS[args.clock]}) is the median of {args.runs} runs after "
         f"{args.warmup} warm-up runs, the "
         "two models timed in alternating rounds; the spread is min-max, and the ratio of "
-        "the minima is the steadier figure on a shared machine. MACs from "
+        "the minima is the steadier figure on a shared machine; the per-round ratio (each "
+        "round times the two back to back) gives the measurement's own spread as its IQR. "
+        "MACs from "
         "torch.utils.flop_counter (ParC counted in its spatial form). The target is the "
         "MAC ratio: converted / original latency no higher than converted / original "
         "MACs x 1.05 (meets: yes = median and minima, minima only, no). Official: the ParC-Net "
@@ -120,8 +127,9 @@ def markdown(section: str, rows: list, args, skipped: list[str]) -> str:
         f"Command: `{args.command}`",
         "",
         "| model | stages | swaps | params | MACs | original ms | converted ms "
-        "| latency ratio | ratio of minima | target | official ParC | meets target |",
-        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|:---:|",
+        "| latency ratio | ratio of minima | per-round ratio IQR | target | official ParC "
+        "| meets target |",
+        "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|",
     ]
     for label, target, official, r in rows:
         orig, conv, ratio = r["original"], r["converted"], r["ratios"]
@@ -136,11 +144,11 @@ def markdown(section: str, rows: list, args, skipped: list[str]) -> str:
             f"| {lat_o['median']:.2f} ({lat_o['min']:.2f}-{lat_o['max']:.2f}) "
             f"| {lat_c['median']:.2f} ({lat_c['min']:.2f}-{lat_c['max']:.2f}) "
             f"| **{ratio['latency']:.3f}** | {ratio['latency_min']:.3f} "
-            f"| {goal:.3f} | {'-' if official is None else f'{official:.2f}'} "
+            f"| {_iqr(ratio)} | {goal:.3f} | {'-' if official is None else f'{official:.2f}'} "
             f"| {verdict(ratio, goal)} |"
         )
     for note in skipped:
-        lines.append(f"| {note} | | | | | | | | | | | skipped |")
+        lines.append(f"| {note} | | | | | | | | | | | | skipped |")
     if args.note:
         lines += ["", args.note.strip()]
     return "\n".join(lines) + "\n"
@@ -199,7 +207,11 @@ def main() -> None:
     args = parse_args()
     sections = []
     rows, skipped = run_rows(MODELS, args)
-    main_section = COMPILED_SECTION if args.compile else SECTION
+    # One section per setting: a 2-thread or batch-8 run keeps the 1-thread batch-1 table.
+    threads = f"{args.threads} thread" + ("" if args.threads == 1 else "s")
+    main_section = (
+        COMPILED_SECTION if args.compile else SECTION.format(threads=threads, batch=args.batch)
+    )
     if rows or skipped:
         sections.append(markdown(main_section, rows, args, skipped))
     if not args.no_early and not args.compile:

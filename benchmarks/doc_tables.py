@@ -120,7 +120,7 @@ def machine_line(threads: int, device: str = "cpu") -> str:
     where = machine_name() if device == "cpu" else torch.cuda.get_device_name(device)
     return (
         f"Measured {datetime.date.today().isoformat()} on {where} ({os.cpu_count()} cores), "
-        f"{threads} threads, torch {torch.__version__}"
+        f"{threads} thread{'' if threads == 1 else 's'}, torch {torch.__version__}"
     )
 
 

@@ -22,7 +22,7 @@ def _script(name: str):
 
 def test_write_section_appends_then_replaces_only_its_own_section(tmp_path):
     tables = _script("doc_tables")
-    section = _script("bench_models").SECTION
+    section = _script("bench_models").SECTION.format(threads="1 thread", batch=1)
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Operator backends\n\nops table\n")
     tables.write_section(f"{section}\n\nfirst\n", doc)
