@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from doc_tables import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "recovery.md"
@@ -287,18 +288,6 @@ def render(rows: list[dict], epochs: int, field: int | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_doc(section: str) -> None:
-    """Replace the section from its heading to the next '## ' heading (or append it)."""
-    text = DOC.read_text()
-    if HEADING not in text:
-        DOC.write_text(text.rstrip("\n") + "\n\n" + section)
-        return
-    start = text.index(HEADING)
-    end = text.find("\n## ", start + len(HEADING))
-    end = len(text) if end < 0 else end + 1
-    DOC.write_text(text[:start] + section + ("\n" if end < len(text) else "") + text[end:])
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out-dir", type=Path, default=ROOT / "out" / "longrange")
@@ -312,7 +301,7 @@ def main(argv=None) -> int:
     results = out / "results.json"
     if args.write:
         field = next((r["field"] for r in read_results(results) if "field" in r), None)
-        write_doc(render(read_results(results), args.epochs, field))
+        write_section(render(read_results(results), args.epochs, field), DOC)
         return 0
     import torch
 

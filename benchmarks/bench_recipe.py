@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from doc_tables import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME, RULES, SIZE = "mobilenetv2_050", "mobilenetv2", 64
@@ -238,15 +239,6 @@ WHY = (
 )
 
 
-def write_doc(section: str) -> None:
-    """Replace the section from its heading to the next '## ' heading."""
-    text = DOC.read_text()
-    start = text.index(HEADING)
-    end = text.find("\n## ", start + len(HEADING))
-    end = len(text) if end < 0 else end + 1
-    DOC.write_text(text[:start] + section + ("\n" if end < len(text) else "") + text[end:])
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--out-dir", type=Path, default=ROOT / "out" / "recipe")
@@ -261,7 +253,7 @@ def main(argv=None) -> int:
     n = args.epochs
     defaults = cli_defaults()
     if args.write:
-        write_doc(render(read_results(results), n, defaults))
+        write_section(render(read_results(results), n, defaults), DOC)
         return 0
     import parc_surgery as ps
     from parc_surgery.train import DataConfig, TrainConfig, evaluate_source, train_model

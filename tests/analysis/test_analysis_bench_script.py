@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _script(name: str):
-    if str(BENCHMARKS) not in sys.path:
-        sys.path.insert(0, str(BENCHMARKS))  # as when the script runs: its folder first
-    spec = importlib.util.spec_from_file_location(f"{name}_script", BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench_testkit import BENCHMARKS, load_script
 
 
 def test_write_section_appends_then_replaces_only_its_own_section(tmp_path):
-    tables = _script("doc_tables")
-    section = _script("bench_models").SECTION.format(threads="1 thread", batch=1)
+    tables = load_script("doc_tables")
+    section = load_script("bench_models").SECTION.format(threads="1 thread", batch=1)
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## Operator backends\n\nops table\n")
     tables.write_section(f"{section}\n\nfirst\n", doc)
@@ -38,7 +24,7 @@ def test_write_section_appends_then_replaces_only_its_own_section(tmp_path):
 
 
 def test_a_heading_that_prefixes_another_is_not_confused_with_it(tmp_path):
-    tables = _script("doc_tables")
+    tables = load_script("doc_tables")
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# B\n\n## Models (x) extra\n\nkeep\n")
     tables.write_section("## Models (x)\n\nnew\n", doc)
@@ -47,7 +33,7 @@ def test_a_heading_that_prefixes_another_is_not_confused_with_it(tmp_path):
 
 
 def test_the_published_models_and_the_early_stage_rows_are_benchmarked():
-    tables = _script("doc_tables")
+    tables = load_script("doc_tables")
     labels = [row[0] for row in tables.MODELS]
     names = [row[1] for row in tables.MODELS]
     assert labels[:2] == ["ResNet50", "MobileNetV2"] and "ParC-Net-S" in labels
@@ -68,7 +54,7 @@ def test_the_published_models_and_the_early_stage_rows_are_benchmarked():
     "name", ["bench_ops", "bench_models", "bench_train", "bench_onnx", "bench_int8"]
 )
 def test_every_script_prints_markdown_and_has_a_write_option(name):
-    script = _script(name)
+    script = load_script(name)
     source = (BENCHMARKS / f"{name}.py").read_text()
     assert "--write" in source and "def main" in source
     assert hasattr(script, "main")
@@ -76,7 +62,7 @@ def test_every_script_prints_markdown_and_has_a_write_option(name):
 
 def test_int8_table_meets_the_target_only_when_every_seed_is_within_half_a_point():
     # The three models; "met" is asked of each seed's INT8 - FP32, not of the mean.
-    script = _script("bench_int8")
+    script = load_script("bench_int8")
     assert [row[1] for row in script.MODELS] == [
         "resnet50", "mobilenetv2_100", "vit_small_patch16_224"
     ]  # fmt: skip

@@ -4,13 +4,11 @@ docs section bench_longrange.py renders."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from train_testkit import ROOT
+from bench_testkit import load_script
 
 from parc_surgery.errors import UsageError
 from parc_surgery.train import TrainConfig
@@ -18,10 +16,7 @@ from parc_surgery.train.distill import DistillLoss
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bl", ROOT / "benchmarks/bench_longrange.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_longrange")
 
 
 def _kl_rows(student, teacher, t):

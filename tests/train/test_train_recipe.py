@@ -4,12 +4,11 @@ student, the feature-distillation term, the new blocks' own learning rate, the d
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
 import torch
-from train_testkit import ROOT
+from bench_testkit import load_script
 
 import parc_surgery as ps
 from parc_surgery.checkpoint import read_recipe
@@ -177,12 +176,7 @@ def test_train_picks_its_epoch_on_the_holdout_and_says_train(digits, tmp_path, m
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_recipe", ROOT / "benchmarks/bench_recipe.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("bench_recipe")
 
 
 def test_bench_recipe_renders_mean_and_range_and_marks_the_defaults(tmp_path, monkeypatch):
@@ -205,9 +199,8 @@ def test_bench_recipe_renders_mean_and_range_and_marks_the_defaults(tmp_path, mo
     assert f"| {bench.PLAIN} | 0,1,2 | 86.00 (85.00-87.00) | +0.00 |" in section
     assert "- vs plain KD loop: 91.00 vs 86.00 (+5.00), above (the ranges" in section
     doc = tmp_path / "recovery.md"
-    doc.write_text(f"# t\n\n{bench.HEADING}: old\n\nold text\n\n## Next\n\nkept\n")
-    monkeypatch.setattr(bench, "DOC", doc)
-    bench.write_doc(section)
+    doc.write_text(f"# t\n\n{section.splitlines()[0]}\n\nold text\n\n## Next\n\nkept\n")
+    bench.write_section(section, doc)
     text = doc.read_text()
     assert "old text" not in text and text.endswith("## Next\n\nkept\n") and section in text
     assert bench.flags_of(settings, 4)[:2] == ["--epochs", "4"]
