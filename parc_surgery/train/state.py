@@ -236,6 +236,7 @@ def _rng_problem(rng: Any) -> str | None:
     if not (
         isinstance(python, (tuple, list))
         and len(python) == 3
+        and type(python[0]) is int  # a tensor here would make == ambiguous
         and python[0] == random.getstate()[0]
         and isinstance(python[1], (tuple, list))
         and len(python[1]) == len(random.getstate()[1])
@@ -249,6 +250,7 @@ def _rng_problem(rng: Any) -> str | None:
     if not (
         isinstance(numpy, (tuple, list))
         and len(numpy) == 5
+        and type(numpy[0]) is str
         and numpy[0] == "MT19937"
         and isinstance(numpy[1], torch.Tensor)
         and numpy[1].shape == (624,)
