@@ -27,6 +27,7 @@ from doc_tables import (
     TARGET_SLACK,
     add_timing_arguments,
     machine_line,
+    round_iqr,
     selected,
     write_section,
 )
@@ -98,11 +99,6 @@ def verdict(ratios: dict, target: float | None) -> str:
     return "minima only" if ratios["latency_min"] <= target else "no"
 
 
-def _iqr(ratios: dict) -> str:
-    rounds = ratios.get("latency_rounds")
-    return f"{rounds['q1']:.3f}-{rounds['q3']:.3f}" if rounds else "-"
-
-
 def markdown(section: str, rows: list, args, skipped: list[str]) -> str:
     """One section: how it was measured, then one row per model."""
     compiled = ", both models compiled (inductor, frozen weights)" if args.compile else ""
@@ -144,7 +140,7 @@ def markdown(section: str, rows: list, args, skipped: list[str]) -> str:
             f"| {lat_o['median']:.2f} ({lat_o['min']:.2f}-{lat_o['max']:.2f}) "
             f"| {lat_c['median']:.2f} ({lat_c['min']:.2f}-{lat_c['max']:.2f}) "
             f"| **{ratio['latency']:.3f}** | {ratio['latency_min']:.3f} "
-            f"| {_iqr(ratio)} | {goal:.3f} | {'-' if official is None else f'{official:.2f}'} "
+            f"| {round_iqr(ratio)} | {goal:.3f} | {'-' if official is None else f'{official:.2f}'} "
             f"| {verdict(ratio, goal)} |"
         )
     for note in skipped:

@@ -29,6 +29,7 @@ from doc_tables import (
     add_timing_arguments,
     machine_line,
     machine_name,
+    round_iqr,
     selected,
     write_section,
 )
@@ -243,13 +244,12 @@ def main() -> None:
         goal = ratio["macs"] * TARGET_SLACK
         impls = ", ".join(f"{n} {k}" for k, n in r["impls"].items())
         met = "yes" if ratio["latency"] <= goal and ratio["latency_min"] <= goal else "no"
-        rounds = ratio["latency_rounds"]
         lines.append(
             f"| {label} | {pair.stages_label} | {impls} | {ratio['macs']:.3f} ({goal:.3f}) "
             f"| {o['median']:.2f} ({o['min']:.2f}-{o['max']:.2f}) "
             f"| {c['median']:.2f} ({c['min']:.2f}-{c['max']:.2f}) "
             f"| **{ratio['latency']:.3f}** | {ratio['latency_min']:.3f} "
-            f"| {rounds['q1']:.3f}-{rounds['q3']:.3f} | {met} |"
+            f"| {round_iqr(ratio)} | {met} |"
         )
         print(lines[-1], flush=True)
     if args.int8:

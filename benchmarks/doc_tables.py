@@ -23,6 +23,7 @@ __all__ = [
     "TARGET_SLACK",
     "add_timing_arguments",
     "has_rules",
+    "round_iqr",
     "machine_line",
     "machine_name",
     "selected",
@@ -122,6 +123,12 @@ def machine_line(threads: int, device: str = "cpu") -> str:
         f"Measured {datetime.date.today().isoformat()} on {where} ({os.cpu_count()} cores), "
         f"{threads} thread{'' if threads == 1 else 's'}, torch {torch.__version__}"
     )
+
+
+def round_iqr(ratios: dict) -> str:
+    """The per-round ratio's interquartile range of a bench result's `ratios`, or "-"."""
+    rounds = ratios.get("latency_rounds")
+    return f"{rounds['q1']:.3f}-{rounds['q3']:.3f}" if rounds else "-"
 
 
 def write_section(text: str, path: Path = DOC) -> None:
