@@ -347,9 +347,9 @@ def test_the_journey_states_its_measured_times_and_the_machine():
 
 
 def test_the_converting_other_models_block_runs_as_written(tmp_path, monkeypatch):
-    # Every line, in order, in one folder: each exits 0 and writes the file the README says
+    # Every line, in order, in one folder: each exits 0 and writes the files the README says
     # (its -o, or <model>-parc.safetensors); a name collision would be exit 7.
-    from parc_surgery.models import file_stem
+    import shlex
 
     monkeypatch.chdir(tmp_path)
     block = _block_with("parc-convert torchvision:mobilenet_v2")
@@ -357,11 +357,8 @@ def test_the_converting_other_models_block_runs_as_written(tmp_path, monkeypatch
     assert len(lines) >= 10
     for line in lines:
         _run_line(line)
-        words = line.split("#", 1)[0].split()
-        if words[0] == "parc-convert":
-            output = words[words.index("-o") + 1] if "-o" in words else (
-                f"{file_stem(words[1])}-parc.safetensors")  # fmt: skip
-            assert (tmp_path / output).is_file(), line
+        _, writes = _bash_reads_and_writes(shlex.split(line, comments=True))
+        assert all((tmp_path / name).is_file() for name in writes), line
 
 
 def test_the_batch_block_runs_as_written(tmp_path, monkeypatch):
