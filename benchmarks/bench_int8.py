@@ -66,7 +66,7 @@ def digits(out: Path) -> Path:
 def run(out: Path, label: str, name: str, extra: list[str], seed: int, epochs: int,
         threads: int) -> dict:  # fmt: skip
     data = digits(out)
-    work = out / name / f"seed{seed}"
+    work = out / name / f"seed{seed}-epochs{epochs}"  # a run at other --epochs trains anew
     work.mkdir(parents=True, exist_ok=True)
     args = [a for arg in ["num_classes=10", *extra] for a in ("--model-arg", arg)]
     common = ["-j", "0", "--threads", str(threads), "--force"]

@@ -153,7 +153,7 @@ def erf_share(checkpoint: Path, original: Path, images: Path, png: Path) -> dict
 
 def run_seed(out: Path, task: str, seed: int, epochs: int, arms: list[str], done: set) -> list:
     data = write_task(out / f"data-{task}", task)
-    work = out / task / f"seed{seed}"
+    work = out / task / f"seed{seed}-epochs{epochs}"  # a run at other --epochs trains anew
     work.mkdir(parents=True, exist_ok=True)
     original = work / "original.safetensors"
     rows = []
